@@ -1,0 +1,52 @@
+"""Health, readiness and Prometheus metrics (unauthenticated: for probes and scrapers)."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.problems import problem_response
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["ops"])
+READY_TIMEOUT = 5.0
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _check_broker(request: Request) -> None:
+    with request.app.state.celery.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=READY_TIMEOUT)
+
+
+@router.get("/readyz", summary="Broker and object store reachable (503 otherwise)")
+async def readyz(request: Request) -> Response:
+    checks: dict[str, str] = {}
+    for name, fn in (
+        ("store", request.app.state.store.ping),
+        ("broker", lambda: _check_broker(request)),
+    ):
+        try:
+            with anyio.fail_after(READY_TIMEOUT + 1):
+                await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+            checks[name] = "ok"
+        except Exception as e:
+            log.warning("readyz: %s not ready: %s", name, e)
+            checks[name] = f"unavailable: {type(e).__name__}"
+    if all(v == "ok" for v in checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    return problem_response(503, "a dependency is unreachable", code="not-ready", checks=checks)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

@@ -1,0 +1,89 @@
+"""Celery tasks: thin wrappers that give `worker.pipeline` a store, retries and a queue.
+
+Torch (and CUDA) are imported only inside the task bodies, i.e. in the pool's child
+process after the fork: a CUDA context created before a prefork pool forks is unusable
+in the children (DESIGN.md §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_init
+
+from core.jobs import mark_failed
+from core.settings import get_settings
+from core.storage import ObjectStore, StoreError, open_store
+from worker import pipeline
+from worker.app import app
+from worker.celeryconf import ENCODE_CLIP, QUEUE_CPU, QUEUE_GPU, SPLIT
+
+log = logging.getLogger(__name__)
+MAX_RETRIES = 10
+_store: ObjectStore | None = None
+
+
+def store() -> ObjectStore:
+    """One store (one boto3 client) per worker process, made after the fork."""
+    global _store
+    if _store is None:
+        _store = open_store(get_settings())
+    return _store
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    global _store
+    _store = None
+    threads = get_settings().torch_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def enqueue(kind: str, args: list[Any]) -> None:
+    """Send the next task by name: split goes to the cpu queue, clips to the gpu queue."""
+    if kind == "split":
+        app.send_task(SPLIT, args=args, queue=QUEUE_CPU)
+    else:
+        app.send_task(ENCODE_CLIP, args=args, queue=QUEUE_GPU)
+
+
+def _backoff(retries: int) -> float:
+    return min(300.0, 2.0**retries) * (0.5 + random.random())
+
+
+@app.task(name=SPLIT, bind=True, max_retries=MAX_RETRIES)
+def split(self: Task, job_id: str) -> None:
+    try:
+        pipeline.split(store(), get_settings(), job_id, enqueue)
+    except StoreError as e:
+        log.warning("split %s: store error, retrying: %s", job_id, e)
+        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+    except Exception as e:
+        log.exception("split %s failed", job_id)
+        mark_failed(store(), job_id, "split_failed", f"{type(e).__name__}: {e}")
+
+
+@app.task(name=ENCODE_CLIP, bind=True, max_retries=None)
+def encode_clip(self: Task, job_id: str, k: int) -> None:
+    holder = f"{self.request.hostname}:{os.getpid()}:{self.request.id}"
+    try:
+        pipeline.encode(store(), get_settings(), job_id, k, enqueue, holder=holder)
+    except pipeline.LeaseBusy as e:
+        # Another worker trains this clip; come back when its lease would have expired.
+        raise self.retry(countdown=e.remaining + 1 + random.random()) from None
+    except StoreError as e:
+        if self.request.retries >= MAX_RETRIES:
+            mark_failed(store(), job_id, "store_unavailable", f"clip {k}: {e}")
+            return
+        log.warning("clip %s/%d: store error, retrying: %s", job_id, k, e)
+        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+    except Exception as e:
+        log.exception("clip %s/%d failed", job_id, k)
+        mark_failed(store(), job_id, "encode_failed", f"clip {k}: {type(e).__name__}: {e}")

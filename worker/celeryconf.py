@@ -38,7 +38,14 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             p.mkdir(parents=True, exist_ok=True)
         return {**{k: str(v) for k, v in folders.items()}, "store_processed": False}
     if url.startswith(("redis://", "rediss://", "sentinel://")):
-        return {"visibility_timeout": settings.visibility_timeout}
+        vt = settings.visibility_timeout
+        # Sweep for unacked messages of dead workers every <=10 s (kombu's default
+        # throttling makes that ~100 s), so a killed worker's clip comes back promptly.
+        return {
+            "visibility_timeout": vt,
+            "unacked_restore_interval": max(1, min(10, vt // 2)),
+            "unacked_restore_throttle": 1,
+        }
     return {}
 
 

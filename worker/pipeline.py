@@ -277,8 +277,15 @@ def encode(
         nonlocal stopped
         stopped = stopped or is_stopped(store, job_id)
 
+    last_write = time.monotonic()
+
     def progress(step: int, total: int, *_: Any) -> None:
+        nonlocal last_write
         lease.progress = round(step / max(1, total), 4)
+        if time.monotonic() - last_write > 1.0:  # the lease carries progress to the API
+            last_write = time.monotonic()
+            with contextlib.suppress(Exception):
+                lease.renew()
         if stopped:
             raise JobStopped
 

@@ -1,0 +1,100 @@
+"""Starting points of clip models: the seeded I-model init and II for P-models.
+
+Everything here is bit-exact on every machine, because the decoder must rebuild the very
+same `theta'_k` the encoder froze:
+
+* the seeded init comes from a counter-based integer hash (splitmix64) in numpy uint64
+  arithmetic, not from torch's or numpy's RNG whose streams are not promised stable across
+  versions and devices;
+* II uses only elementwise IEEE float64 operations (multiply, add) on float32 inputs with
+  a dyadic `a_k` (a multiple of 1/ALPHA_DEN), then one rounding to float32.
+
+II follows reading (a) of METHOD.md:
+    theta'_k = theta'_{k-1} + a_k * (theta_hat_{k-1} - theta'_{k-1})
+so a_k = 1 copies the previous decoded model and a_k = 0 restarts from its starting point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Params = dict[str, np.ndarray]  # name -> float32 array, in the model's parameter order
+
+ALPHA_DEN = 64  # a_k is sent as an integer numerator over this (one byte in the chunk)
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (z ^ (z >> np.uint64(31))) & _M64
+
+
+def seeded_uniform(seed: int, stream: int, n: int) -> np.ndarray:
+    """n float64 values uniform in [-1, 1), exactly reproducible from (seed, stream)."""
+    key = _splitmix64(np.array([(seed & 0xFFFFFFFF) << 32 | (stream & 0xFFFFFFFF)], np.uint64))
+    idx = np.arange(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        bits = _splitmix64(idx + key[0] * np.uint64(0x100000001B3))
+    u24 = (bits >> np.uint64(40)).astype(np.float64)  # top 24 bits, exact in float64
+    return u24 / float(1 << 23) - 1.0
+
+
+def seeded_init(shapes: dict[str, tuple[int, ...]], scales: dict[str, float], seed: int) -> Params:
+    """PyTorch-like uniform(-bound, bound) init that any decoder regenerates from the seed."""
+    out: Params = {}
+    for i, (name, shape) in enumerate(shapes.items()):
+        n = int(np.prod(shape))
+        out[name] = (seeded_uniform(seed, i, n) * scales[name]).astype(np.float32).reshape(shape)
+    return out
+
+
+def interpolate(start_prev: Params, decoded_prev: Params, alpha_num: int) -> Params:
+    """II: theta'_k from the previous model's start and decoded parameters."""
+    if not 0 <= alpha_num <= ALPHA_DEN:
+        raise ValueError(f"alpha numerator {alpha_num} outside 0..{ALPHA_DEN}")
+    a = alpha_num / ALPHA_DEN  # dyadic: exact in binary floating point
+    out: Params = {}
+    for name, s in start_prev.items():
+        s64 = s.astype(np.float64)
+        out[name] = (s64 + a * (decoded_prev[name].astype(np.float64) - s64)).astype(np.float32)
+    return out
+
+
+# --------------------------------------------------------------- choosing a_k (encoder only)
+
+
+def thumbnail(frame: np.ndarray, size: int = 32) -> np.ndarray:
+    """Luma of an RGB uint8 frame block-averaged to about size x size, as float64."""
+    y = frame.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    h, w = y.shape
+    bh, bw = max(1, h // size), max(1, w // size)
+    y = y[: (h // bh) * bh, : (w // bw) * bw]
+    return y.reshape(h // bh, bh, w // bw, bw).mean(axis=(1, 3))
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two thumbnails; flat images count as identical if equal."""
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    if den < 1e-9:
+        return 1.0 if np.allclose(a, b, atol=1.0) else 0.0
+    return float((a * b).sum() / den)
+
+
+def choose_alpha(rho: float, cut_threshold: float, full_threshold: float = 0.9) -> int | None:
+    """Map inter-clip correlation to a_k's numerator; None means scene cut (new I-model).
+
+    rho >= full_threshold copies the previous model (a = 1); between the cut and full
+    thresholds a falls linearly to 1/2, pulling the start back towards the previous
+    model's own start when the content changed a lot.
+    """
+    if rho < cut_threshold:
+        return None
+    if rho >= full_threshold:
+        return ALPHA_DEN
+    frac = (rho - cut_threshold) / (full_threshold - cut_threshold)
+    return round(ALPHA_DEN * (0.5 + 0.5 * frac))

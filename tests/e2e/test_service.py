@@ -29,6 +29,7 @@ from tests.fixtures.servers import (
     free_port,
     poll,
     service_cmd,
+    uarnvc_cmd,
     wait_http,
 )
 
@@ -59,6 +60,14 @@ def wait_done(client: httpx.Client, job: str, timeout: float = JOB_TIMEOUT) -> d
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def decode_cmd(src: Path, dst: Path) -> list[str]:
+    """`uarnvc decode` in a fresh process (the library helper if the CLI is not there)."""
+    cmd = uarnvc_cmd("decode", str(src), "-o", str(dst))
+    if cmd[1:3] == ["-m", "worker.cli"]:
+        return [sys.executable, "-m", "tests.e2e.decode_uarv", str(src), str(dst)]
+    return cmd
 
 
 def must_show(client: httpx.Client, video: Path, tmp: Path) -> str:

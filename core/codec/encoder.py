@@ -79,8 +79,8 @@ def fit_residual(
         loss.backward()
         opt.step()
         sched.step()
-        if progress is not None:
-            progress(it + 1, fit.steps, float(mse))
+        if progress is not None and ((it + 1) % 10 == 0 or it + 1 == fit.steps):
+            progress(it + 1, fit.steps, float(mse.detach()))  # every 10: .item() syncs CUDA
     q = residual.quantised()
     del model, residual, opt, target
     return q

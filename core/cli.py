@@ -65,12 +65,13 @@ def encode_options_from_args(args: argparse.Namespace) -> Any:
 def _cmd_encode(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from core.codec.encoder import Progress
     from core.codec.pipeline import encode_file
 
     opts = encode_options_from_args(args)
     bars: list[tqdm] = []
 
-    def clip_progress(k: int, n: int):  # noqa: ANN202
+    def clip_progress(k: int, n: int) -> Progress:
         bar = tqdm(
             total=1,
             desc=f"clip {k + 1}/{n}",

@@ -197,9 +197,20 @@ def load_state(store: ObjectStore, settings: Settings, job_id: str, k: int) -> A
     for i in range(j + 1, k + 1):
         chunk = store.get_bytes(keys.chunk(i))  # NotFound here means clip i is not done
         _frames, state = decode_clip(header, chunk, state)
+        _restore_thumb(store, settings, keys, i, state)
         store.put_bytes(keys.state(i), state.to_bytes())
         log.info("job %s: rebuilt state %d from its chunk", job_id, i)
     return state
+
+
+def _restore_thumb(store: ObjectStore, settings: Settings, keys: Keys, k: int, state: Any) -> None:
+    """A decoder's state lacks the encoder-only thumbnail of the clip's last source frame
+    (used for scene-cut detection): put it back so a resumed chain decides as the
+    uninterrupted one would have."""
+    from core.codec.init import thumbnail
+
+    if getattr(state, "thumb", None) is None and store.exists(keys.frames(k)):
+        state.thumb = thumbnail(_read_clip_frames(store, settings, keys, k)[-1])
 
 
 def _repair(store: ObjectStore, settings: Settings, job_id: str, k: int) -> None:
@@ -212,6 +223,7 @@ def _repair(store: ObjectStore, settings: Settings, job_id: str, k: int) -> None
     prev = load_state(store, settings, job_id, k - 1) if k > 0 else None
     chunk = store.get_bytes(keys.chunk(k))
     decoded, state = decode_clip(_load_header(store, keys), chunk, prev)
+    _restore_thumb(store, settings, keys, k, state)
     if not store.exists(keys.state(k)):
         store.put_bytes(keys.state(k), state.to_bytes())
     if not store.exists(keys.metrics(k)):

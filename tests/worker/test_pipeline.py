@@ -92,6 +92,8 @@ def test_lost_state_and_metrics_are_rebuilt_from_chunks(env) -> None:
     rebuilt = pipeline.load_state(store, settings, job, 1)
     for name in original.decoded:
         assert np.array_equal(rebuilt.decoded[name], original.decoded[name])
+        assert np.array_equal(rebuilt.start[name], original.start[name])
+    assert np.allclose(rebuilt.thumb, original.thumb)  # the encoder-only part, restored
     # A redelivered clip 1 repairs its metrics from the chunk.
     pipeline.encode(store, settings, job, 1, Queue())
     m = json.loads(store.get_bytes(keys.metrics(1)))

@@ -26,6 +26,7 @@ from core.codec.init import (
     ALPHA_DEN,
     Params,
     choose_alpha,
+    continue_latents,
     correlation,
     interpolate,
     seeded_init,
@@ -157,7 +158,7 @@ def encode_clip(
         alpha_num, group_start = 0, k
     else:
         assert prev is not None and alpha_num is not None
-        start = interpolate(prev.start, prev.decoded, alpha_num)
+        start = continue_latents(interpolate(prev.start, prev.decoded, alpha_num))
         group_start = prev.group_start
 
     steps_q = layer_steps(scales, pv.q_den)
@@ -240,7 +241,7 @@ def decode_clip(
     else:
         if prev is None or prev.index != k - 1:
             raise BitstreamError("P-clip needs the previous clip decoded first", k)
-        start = interpolate(prev.start, prev.decoded, chunk.alpha_num)
+        start = continue_latents(interpolate(prev.start, prev.decoded, chunk.alpha_num))
         group_start = prev.group_start
     sizes = [int(np.prod(s)) for s in shapes.values()]
     try:

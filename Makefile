@@ -1,9 +1,11 @@
 PY ?= .venv/bin/python
-.PHONY: test test-all lint fmt bench
+.PHONY: test test-all soak lint fmt bench
 test:  ## the default suite (CI): everything but @slow
 	$(PY) -m pytest -m "not slow" -q
 test-all:
 	$(PY) -m pytest -q
+soak:  ## issue 5: the long fault-injection, fuzzing and soak tests (@slow + @soak)
+	nice $(PY) -m pytest -m "soak" -q -p no:cacheprovider
 lint:
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 fmt:

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(60, ge=2, description="Clip lease lifetime; renewed while alive.")
     poll_interval: float = Field(0.5, gt=0, description="Streaming endpoints' store polling.")
     log_level: str = "INFO"
+    log_json: bool = Field(
+        False, description="One JSON object per log line, with job_id/clip (for shippers)."
+    )
+    metrics_scan_seconds: float = Field(
+        10.0, ge=0, description="How long /metrics reuses its scan of the store and queues."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.codec.bitstream import BitstreamError, StreamHeader, read_stream
+from core.codec.options import EncodeOptions
+from core.codec.stream import ChainState, decode_clip, encode_clip, plan_stream
+from core.video import iter_clips, probe
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def chain(pens: Path) -> tuple[StreamHeader, list, list[np.ndarray]]:
+    header = plan_stream(probe(pens), TINY)
+    results, prev = [], None
+    clips = list(iter_clips(pens, header.clip_length, frames=header.frames, width=TINY.width))
+    for k, frames in enumerate(clips):
+        r = encode_clip(header, k, frames, prev, TINY)
+        results.append(r)
+        prev = r.state
+    return header, results, clips
+
+
+def test_plan_applies_frames_width_and_mode(pens: Path) -> None:
+    h = plan_stream(probe(pens), TINY)
+    assert (h.width, h.height, h.frames, h.clip_length, h.num_clips) == (48, 39, 12, 4, 3)
+    whole = plan_stream(probe(pens), TINY.model_copy(update={"mode": "whole"}))
+    assert whole.clip_length == 12 and whole.num_clips == 1
+
+
+def test_decoder_rebuilds_the_encoders_theta_hat_exactly(chain) -> None:
+    header, results, _ = chain
+    prev = None
+    for r in results:
+        frames, state = decode_clip(header, r.chunk, prev)
+        for name, arr in r.state.decoded.items():
+            np.testing.assert_array_equal(state.decoded[name], arr)
+            np.testing.assert_array_equal(state.start[name], r.state.start[name])
+        np.testing.assert_array_equal(frames, r.frames)
+        prev = state
+    assert results[0].metrics["key"] and not results[1].metrics["key"]
+
+
+def test_chain_state_serialises_without_pickle(chain) -> None:
+    _, results, _ = chain
+    s = results[1].state
+    back = ChainState.from_bytes(s.to_bytes())
+    assert (back.index, back.group_start) == (s.index, s.group_start)
+    np.testing.assert_array_equal(back.thumb, s.thumb)
+    for n in s.decoded:
+        np.testing.assert_array_equal(back.decoded[n], s.decoded[n])
+
+
+def test_p_clip_without_its_predecessor_is_an_error(chain) -> None:
+    header, results, _ = chain
+    with pytest.raises(BitstreamError, match="clip 1: P-clip needs the previous clip"):
+        decode_clip(header, results[1].chunk, None)
+
+
+def test_metrics_are_consistent(chain) -> None:
+    _header, results, clips = chain
+    for r, frames in zip(results, clips, strict=True):
+        m = r.metrics
+        assert m["bytes"] == len(r.chunk)
+        assert m["bpp"] == pytest.approx(len(r.chunk) * 8 / (len(frames) * 48 * 39))
+        mse = np.mean((frames.astype(float) - r.frames.astype(float)) ** 2, axis=(1, 2, 3))
+        assert m["psnr"] == pytest.approx(np.mean(10 * np.log10(255**2 / mse)), abs=1e-9)
+
+
+def test_independent_mode_codes_every_clip_alone(pens: Path) -> None:
+    opts = TINY.model_copy(update={"mode": "independent", "steps": 3})
+    header = plan_stream(probe(pens), opts)
+    prev = None
+    for k, frames in enumerate(iter_clips(pens, 4, frames=8, width=48)):
+        r = encode_clip(header, k, frames, prev, opts)
+        assert r.metrics["key"]
+        # Each chunk decodes with no predecessor: random access.
+        decode_clip(header, r.chunk, None)
+        prev = r.state
+
+
+def test_key_interval_starts_new_groups(pens: Path) -> None:
+    opts = TINY.model_copy(update={"key_interval": 2, "steps": 3})
+    header = plan_stream(probe(pens), opts)
+    prev, keys = None, []
+    for k, frames in enumerate(iter_clips(pens, 4, frames=12, width=48)):
+        r = encode_clip(header, k, frames, prev, opts)
+        keys.append(r.metrics["key"])
+        prev = r.state
+    assert keys == [True, False, True]
+
+
+def test_decoding_in_another_process_is_bit_exact(tiny_stream: tuple[Path, dict]) -> None:
+    path, _ = tiny_stream
+    code = (
+        "import sys, hashlib\n"
+        "from core.codec.pipeline import iter_decode\n"
+        "h = hashlib.sha256()\n"
+        "with open(sys.argv[1], 'rb') as f:\n"
+        "    _, it = iter_decode(f)\n"
+        "    for _, fr in it: h.update(fr.tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    import hashlib
+
+    from core.codec.pipeline import iter_decode
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        _, it = iter_decode(f)
+        for _, fr in it:
+            h.update(fr.tobytes())
+    assert digests == {h.hexdigest()}
+
+
+def test_stream_file_is_header_plus_chunks(tiny_stream: tuple[Path, dict]) -> None:
+    path, report = tiny_stream
+    data = path.read_bytes()
+    header, it = read_stream(io.BytesIO(data))
+    chunks = list(it)
+    assert len(header.to_bytes()) + sum(map(len, chunks)) == len(data) == report["total"]["bytes"]
+    assert [c["bytes"] for c in report["clips"]] == [len(c) for c in chunks]
+
+
+def test_options_validation() -> None:
+    with pytest.raises(ValueError):
+        EncodeOptions(mode="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        EncodeOptions(clip_length=0)
+    assert EncodeOptions(**{"lambda": 0.01}).effective_lambda == 0.01

@@ -27,10 +27,20 @@ log = logging.getLogger("uarnvc.service")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _setup_logging(settings: Settings) -> None:
+    """Text or JSON lines (UARNVC_LOG_JSON) for this process and the loggers of uvicorn
+    and Celery, which propagate to the root logger."""
+    from core.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_json)
+
+
+def _uvicorn_log_config(settings: Settings) -> dict | None:
+    """None keeps uvicorn from installing its own text handlers, so its access and error
+    lines go through our JSON formatter; otherwise uvicorn's default (coloured) config."""
+    import uvicorn.config
+
+    return None if settings.log_json else uvicorn.config.LOGGING_CONFIG
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -74,7 +84,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 def run_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     os.environ.update({k: v for k, v in _child_env(settings).items() if k.startswith("UARNVC_")})
     from core.settings import get_settings
 
@@ -150,9 +160,15 @@ def run_api(args: argparse.Namespace) -> int:
     from api.app import create_app
 
     settings = _settings(args)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     host = safe_host(settings.host, settings)
-    uvicorn.run(create_app(settings), host=host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=settings.port,
+        log_level="info",
+        log_config=_uvicorn_log_config(settings),
+    )
     return 0
 
 
@@ -224,7 +240,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from api.app import create_app
 
     settings = _settings(args)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host = safe_host(settings.host, settings)
     log.info(
@@ -238,7 +254,13 @@ def run_serve(args: argparse.Namespace) -> int:
     if worker:
         worker.start()
     try:
-        uvicorn.run(create_app(settings), host=host, port=settings.port, log_level="info")
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=settings.port,
+            log_level="info",
+            log_config=_uvicorn_log_config(settings),
+        )
     finally:
         if worker:
             worker.stop()

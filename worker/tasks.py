@@ -16,6 +16,7 @@ from celery import Task
 from celery.signals import worker_process_init
 
 from core.jobs import mark_failed
+from core.logs import log_context
 from core.settings import get_settings
 from core.storage import ObjectStore, StoreError, open_store
 from worker import pipeline
@@ -60,30 +61,33 @@ def _backoff(retries: int) -> float:
 
 @app.task(name=SPLIT, bind=True, max_retries=MAX_RETRIES)
 def split(self: Task, job_id: str) -> None:
-    try:
-        pipeline.split(store(), get_settings(), job_id, enqueue)
-    except StoreError as e:
-        log.warning("split %s: store error, retrying: %s", job_id, e)
-        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
-    except Exception as e:
-        log.exception("split %s failed", job_id)
-        mark_failed(store(), job_id, "split_failed", f"{type(e).__name__}: {e}")
+    with log_context(job_id=job_id, task="split"):
+        try:
+            pipeline.split(store(), get_settings(), job_id, enqueue)
+        except StoreError as e:
+            log.warning("split %s: store error, retrying: %s", job_id, e)
+            raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+        except Exception as e:
+            log.exception("split %s failed", job_id)
+            mark_failed(store(), job_id, "split_failed", f"{type(e).__name__}: {e}")
 
 
 @app.task(name=ENCODE_CLIP, bind=True, max_retries=None)
 def encode_clip(self: Task, job_id: str, k: int) -> None:
     holder = f"{self.request.hostname}:{os.getpid()}:{self.request.id}"
-    try:
-        pipeline.encode(store(), get_settings(), job_id, k, enqueue, holder=holder)
-    except pipeline.LeaseBusy as e:
-        # Another worker trains this clip; come back when its lease would have expired.
-        raise self.retry(countdown=e.remaining + 1 + random.random()) from None
-    except StoreError as e:
-        if self.request.retries >= MAX_RETRIES:
-            mark_failed(store(), job_id, "store_unavailable", f"clip {k}: {e}")
-            return
-        log.warning("clip %s/%d: store error, retrying: %s", job_id, k, e)
-        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
-    except Exception as e:
-        log.exception("clip %s/%d failed", job_id, k)
-        mark_failed(store(), job_id, "encode_failed", f"clip {k}: {type(e).__name__}: {e}")
+    # Every line below, errors included, carries the job and clip ids (JSON logs).
+    with log_context(job_id=job_id, clip=k, task="encode_clip"):
+        try:
+            pipeline.encode(store(), get_settings(), job_id, k, enqueue, holder=holder)
+        except pipeline.LeaseBusy as e:
+            # Another worker trains this clip; come back when its lease would have expired.
+            raise self.retry(countdown=e.remaining + 1 + random.random()) from None
+        except StoreError as e:
+            if self.request.retries >= MAX_RETRIES:
+                mark_failed(store(), job_id, "store_unavailable", f"clip {k}: {e}")
+                return
+            log.warning("clip %s/%d: store error, retrying: %s", job_id, k, e)
+            raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+        except Exception as e:
+            log.exception("clip %s/%d failed", job_id, k)
+            mark_failed(store(), job_id, "encode_failed", f"clip {k}: {type(e).__name__}: {e}")

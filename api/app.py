@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI
 
-from api import problems
+from api import problems, routes_web
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes_jobs import router as jobs_router
 from api.routes_ops import router as ops_router
@@ -31,10 +31,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(s)
     app.state.celery = make_celery(s)
     app.state.metrics = ApiMetrics()
+    app.state.metrics.watch(app.state.store, app.state.celery, s.metrics_scan_seconds)
     s.tmp_dir.mkdir(parents=True, exist_ok=True)
     problems.install(app)
     app.include_router(jobs_router)
     app.include_router(ops_router)
+    routes_web.install(app)  # the page at `/` (api/web/)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if not s.api_keys:
         log.warning(

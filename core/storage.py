@@ -69,6 +69,9 @@ class ObjectStore(Protocol):
     def list(self, prefix: str, *, start_after: str | None = None) -> list[str]:
         """Keys under `prefix`, sorted; those <= `start_after` are skipped."""
 
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        """Keys under `prefix` with their sizes in bytes, from one listing (for metrics)."""
+
     def list_dirs(self, prefix: str) -> list[str]:
         """Immediate sub-"directories" of `prefix` (which ends with `/`), sorted, no slash."""
 
@@ -188,6 +191,13 @@ class LocalStore:
         if start_after is not None:
             keys = [k for k in keys if k > start_after]
         return keys
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key in self._walk(prefix):
+            with contextlib.suppress(FileNotFoundError):  # deleted while we walk
+                out[key] = (self.root / key).stat().st_size
+        return out
 
     def list_dirs(self, prefix: str) -> list[str]:
         base = self.root / prefix.rstrip("/") if prefix.strip("/") else self.root
@@ -328,6 +338,19 @@ class S3Store:
         except Exception as e:
             raise self._err(e, prefix or "/") from e
         return sorted(keys)
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                for o in page.get("Contents", []):
+                    out[o["Key"][len(self.prefix) :]] = int(o["Size"])
+        except Exception as e:
+            raise self._err(e, prefix or "/") from e
+        return out
 
     def list_dirs(self, prefix: str) -> list[str]:
         full = self.prefix + prefix

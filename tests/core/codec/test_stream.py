@@ -141,3 +141,27 @@ def test_options_validation() -> None:
     with pytest.raises(ValueError):
         EncodeOptions(clip_length=0)
     assert EncodeOptions(**{"lambda": 0.01}).effective_lambda == 0.01
+
+
+def test_scene_cut_starts_a_new_group(pens: Path, tmp_path: Path) -> None:
+    """Two real clips back to back: the clip after the cut is coded as an I-model."""
+    from fractions import Fraction
+
+    from core.video import read_frames, write_video
+
+    from .conftest import SAMPLES
+
+    book = SAMPLES / "book.mkv"
+    a = read_frames(pens, frames=8, width=48)  # 48x39
+    b = read_frames(book, frames=8, width=52)[:, : a.shape[1], :48]
+    src = tmp_path / "cut.mkv"
+    write_video(src, np.concatenate([a, b]), Fraction(25))
+    opts = TINY.model_copy(update={"steps": 3, "frames": None, "width": None})
+    header = plan_stream(probe(src), opts)
+    prev, metrics = None, []
+    for k, frames in enumerate(iter_clips(src, 4)):
+        r = encode_clip(header, k, frames, prev, opts)
+        metrics.append(r.metrics)
+        prev = r.state
+    assert [m["key"] for m in metrics] == [True, False, True, False]
+    assert metrics[2]["correlation"] < opts.scene_cut < metrics[1]["correlation"]

@@ -1,0 +1,99 @@
+"""The markdown summary of an RD run, ready to paste into the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(v: float | None, unit: str, digits: int) -> str:
+    return "n/a" if v is None else f"{v:+.{digits}f}{unit}"
+
+
+def _cell(d: dict[str, Any]) -> str:
+    r, p = d["bd_rate_pct"], d["bd_psnr_db"]
+    return f"{_fmt(r['value'], ' %', 1)} / {_fmt(p['value'], ' dB', 2)}"
+
+
+def render_summary(results: dict[str, Any]) -> str:
+    """BD table (clips x pairs, plus average) and every INR point, as markdown."""
+    m, s = results["machine"], results["settings"]
+    bd = results.get("bd", {})
+    pairs = sorted({p for row in bd.get("per_clip", {}).values() for p in row}, key=_pair_order)
+    lines = [
+        "## Rate-distortion benchmark",
+        "",
+        f"`{m['command']}` on {m['cpu']} ({m['cpus']} CPUs), torch {m['torch']}, "
+        f"{m['date'][:10]}, commit `{(m.get('git') or '?')[:12]}`. "
+        f"First {s['frames']} frames at width {s['width']}, preset `{s['preset']}`, "
+        f"λ ∈ {{{', '.join(f'{x:g}' for x in s['lambdas'])}}}.",
+        "",
+        *(f"- {n}" for n in results.get("notes", [])),
+        "",
+        "### BD-rate / BD-PSNR of `uar` against each anchor",
+        "",
+        "Negative BD-rate (fewer bits at equal PSNR) and positive BD-PSNR are wins for `uar`. "
+        "n/a: the curves do not overlap (reason in rd.json).",
+        "",
+    ]
+    if pairs:
+        anchors = [p.split(" vs ", 1)[1] for p in pairs]
+        lines.append("| clip | " + " | ".join(f"vs {a}" for a in anchors) + " |")
+        lines.append("|---" * (len(pairs) + 1) + "|")
+        for clip, row in bd["per_clip"].items():
+            cells = [_cell(row[p]) if p in row else "–" for p in pairs]
+            lines.append(f"| {clip} | " + " | ".join(cells) + " |")
+        avg = bd.get("average", {})
+        cells = []
+        for p in pairs:
+            a = avg.get(p, {})
+            r, q = a.get("bd_rate_pct", {}), a.get("bd_psnr_db", {})
+            cells.append(
+                f"{_fmt(r.get('value'), ' %', 1)} / {_fmt(q.get('value'), ' dB', 2)}"
+                f" ({r.get('clips', 0)}/{q.get('clips', 0)} clips)"
+            )
+        lines.append("| **average** | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "### INR points",
+        "",
+        "| clip | size | mode | λ | PSNR dB | bpp | I/P clips | params/model | s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for clip, c in results["clips"].items():
+        size = f"{c['frames']}×{c['width']}×{c['height']}"
+        for mode, pts in c["curves"].items():
+            if pts and "lambda" not in pts[0]:
+                continue
+            for p in pts:
+                n = len(p["clips"])
+                lines.append(
+                    f"| {clip} | {size} | {mode} | {p['lambda']:g} | {p['psnr']:.2f} | "
+                    f"{p['bpp']:.4f} | {p['key_clips']}/{n - p['key_clips']} | {p['params']} | "
+                    f"{p['seconds']:.0f} | {p['peak_rss_mb']:.0f} |"
+                )
+    lines += ["", "### Classic codecs (points used: see rd.json)", ""]
+    lines += ["| clip | codec | PSNR range dB | bpp range | points |", "|---|---|---|---|---|"]
+    for clip, c in results["clips"].items():
+        for name, pts in c["curves"].items():
+            if not pts or "lambda" in pts[0]:
+                continue
+            q = [p["psnr"] for p in pts]
+            r = [p["bpp"] for p in pts]
+            lines.append(
+                f"| {clip} | {name} | {min(q):.1f}–{max(q):.1f} | "
+                f"{min(r):.3f}–{max(r):.3f} | {len(pts)} |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _pair_order(pair: str) -> tuple[int, str]:
+    """INR baselines first, then classic codecs from oldest to newest."""
+    order = ["independent", "whole", "x264", "x265", "x265-veryslow"]
+    anchor = pair.split(" vs ", 1)[1]
+    return (order.index(anchor) if anchor in order else len(order), anchor)
+
+
+def write_summary(path: Path, results: dict[str, Any]) -> None:
+    path.write_text(render_summary(results))

@@ -151,9 +151,14 @@ async def events(
     is_disconnected: Callable[[], Any] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """SSE events: `clip_done` per clip (id = clip index), then `job_done`, `job_failed`
-    or `job_cancelled`. A reconnecting client's Last-Event-ID skips clips it has."""
+    or `job_cancelled`. A reconnecting client's Last-Event-ID skips clips it has.
+
+    While a clip trains, `clip_progress` {index, progress 0..1} is sent whenever its
+    progress moved (no id: it does not advance Last-Event-ID), so a page can draw a
+    live bar per clip without polling the job."""
     sent = int(last_event_id) + 1 if last_event_id and last_event_id.isdigit() else 0
     waited: dict[int, int] = {}
+    progress_sent: dict[int, float] = {}
     while True:
         st: JobStatus | None = await anyio.to_thread.run_sync(lambda: job_status(store, job_id))
         if st is None:
@@ -168,6 +173,12 @@ async def events(
                 break
             yield {"event": "clip_done", "id": str(sent), "data": clip.model_dump_json()}
             sent += 1
+        for clip in st.clips:
+            p = clip.progress
+            if clip.status == "running" and p is not None and progress_sent.get(clip.index) != p:
+                progress_sent[clip.index] = p
+                data = json.dumps({"index": clip.index, "progress": p})
+                yield {"event": "clip_progress", "data": data}
         if terminal and (sent >= len(st.clips) or st.status != "succeeded"):
             summary = st.model_dump(mode="json", exclude={"clips"})
             name = {"succeeded": "job_done", "failed": "job_failed"}.get(st.status, "job_cancelled")

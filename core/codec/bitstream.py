@@ -257,6 +257,25 @@ class ClipChunk:
         return chunk
 
 
+READ_PIECE = 1 << 20
+
+
+def _read_upto(f: BinaryIO, n: int) -> bytes:
+    """Up to n bytes, read a piece at a time: a file's `read(n)` allocates n bytes before
+    it knows how many exist, so a 20-byte file declaring a 1 GiB chunk would cost 1 GiB."""
+    if n <= READ_PIECE:
+        return f.read(n)
+    parts: list[bytes] = []
+    left = n
+    while left > 0:
+        b = f.read(min(left, READ_PIECE))
+        if not b:
+            break
+        parts.append(b)
+        left -= len(b)
+    return b"".join(parts)
+
+
 def read_chunk(f: BinaryIO, index: int, *, strict_index: bool = True) -> ClipChunk | None:
     """Read the next chunk, expected to be clip `index`; None at a clean end of stream."""
     head = f.read(6)
@@ -269,7 +288,7 @@ def read_chunk(f: BinaryIO, index: int, *, strict_index: bool = True) -> ClipChu
     (body_len,) = struct.unpack("<I", head[2:])
     if body_len > MAX_CHUNK_BODY:
         raise BitstreamError(f"chunk length {body_len} exceeds {MAX_CHUNK_BODY}", index)
-    rest = f.read(body_len + 4)
+    rest = _read_upto(f, body_len + 4)
     if len(rest) < body_len + 4:
         raise BitstreamError(f"truncated: {len(rest)} of {body_len + 4} bytes present", index)
     body, (crc,) = rest[:body_len], struct.unpack("<I", rest[body_len:])

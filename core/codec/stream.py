@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from core.codec import entropy
-from core.codec.bitstream import BitstreamError, ClipChunk, StreamHeader
+from core.codec.bitstream import MAX_SIDE, BitstreamError, ClipChunk, StreamHeader
 from core.codec.decoder import render
 from core.codec.encoder import FitSettings, Progress, fit_residual
 from core.codec.init import (
@@ -99,10 +99,69 @@ def plan_stream(info: VideoInfo, opts: EncodeOptions) -> StreamHeader:
     )
 
 
+# Bounds on a backbone config read from a stream (the encoder's own budgets are far
+# below): checked before anything is allocated, so a hostile header cannot ask for a
+# terabyte model or a zero-sized layer (found by tests/fuzz, issue 5).
+MAX_MODEL_PARAMS = 50_000_000  # = EncodeOptions.params' upper bound
+MAX_CHANNELS = 16384
+MAX_STAGES = 12
+
+
+def check_backbone(header: StreamHeader) -> BackboneConfig:
+    """The header's backbone config, validated against the header and the bounds above;
+    BitstreamError naming the field otherwise."""
+    d = header.backbone
+
+    def bad(msg: str) -> BitstreamError:
+        return BitstreamError(f"backbone config: {msg}")
+
+    def show(v: object) -> str:
+        r = repr(v)
+        return r if len(r) <= 60 else r[:57] + "..."
+
+    def int_field(name: str, lo: int, hi: int) -> int:
+        v = d.get(name)
+        if type(v) is not int or not lo <= v <= hi:
+            raise bad(f"{name} {show(v)} is not an integer in {lo}..{hi}")
+        return v
+
+    chans = d.get("channels")
+    if not isinstance(chans, list) or not 1 <= len(chans) <= MAX_STAGES + 1:
+        raise bad(f"channels {show(chans)} is not a list of 1..{MAX_STAGES + 1} integers")
+    if any(type(c) is not int or not 1 <= c <= MAX_CHANNELS for c in chans):
+        raise bad(f"channels {show(chans)} outside 1..{MAX_CHANNELS}")
+    if d.get("name") not in ("grid", "nerv"):
+        raise bad(f"unknown backbone {show(d.get('name'))}")
+    if int_field("height", 1, MAX_SIDE) != header.height:
+        raise bad(f"height {d['height']} differs from the stream's {header.height}")
+    if int_field("width", 1, MAX_SIDE) != header.width:
+        raise bad(f"width {d['width']} differs from the stream's {header.width}")
+    up = 2 ** (len(chans) - 1)
+    if int_field("base_h", 1, MAX_SIDE) * up < header.height:
+        raise bad(f"base_h {d['base_h']} x {up} does not cover the height")
+    if int_field("base_w", 1, MAX_SIDE) * up < header.width:
+        raise bad(f"base_w {d['base_w']} x {up} does not cover the width")
+    grid = d["name"] == "grid"
+    int_field("grid_t", 1 if grid else 0, 4096)
+    int_field("pe_freqs", 0 if grid else 1, 64)
+    int_field("mlp_hidden", 0 if grid else 1, 1 << 20)
+    if not isinstance(d.get("extra", {}), dict):
+        raise bad("extra is not an object")
+    try:
+        cfg = BackboneConfig.from_dict(d)
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            n = sum(p.numel() for p in build_model(cfg).parameters())
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise bad(f"unusable ({e})") from e
+    if n > MAX_MODEL_PARAMS:
+        raise bad(f"{n} parameters exceed {MAX_MODEL_PARAMS}")
+    return cfg
+
+
 def _model_layout(
     header: StreamHeader,
 ) -> tuple[BackboneConfig, dict[str, tuple[int, ...]], dict[str, float]]:
-    cfg = BackboneConfig.from_dict(header.backbone)
+    cfg = check_backbone(header)
     model = build_model(cfg)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     return cfg, shapes, param_scales(model)
@@ -231,6 +290,8 @@ def decode_clip(
         raise BitstreamError(f"II strength {chunk.alpha_num}/{ALPHA_DEN} > 1", k)
     try:
         cfg, shapes, scales = _model_layout(header)
+    except BitstreamError:
+        raise
     except (TypeError, ValueError, KeyError) as e:
         raise BitstreamError(f"backbone config unusable ({e})") from e
     if len(chunk.layers) != len(shapes):

@@ -31,6 +31,7 @@ from core.jobs import (
     utcnow,
     write_job,
 )
+from core.logs import bind
 from core.storage import NotFound, ObjectStore
 from worker.celeryconf import QUEUE_CPU, SPLIT
 
@@ -47,6 +48,7 @@ def _store(request: Request) -> ObjectStore:
 async def _owned_job(request: Request, job_id: str, owner: str) -> Job:
     """The job if it exists and belongs to the caller; 404 otherwise (never 403: the
     existence of another caller's job is not disclosed)."""
+    bind(job_id=job_id)  # this request's log lines (JSON logs) name the job
     job = await anyio.to_thread.run_sync(load_job, _store(request), job_id)
     if job is None or job.owner != owner:
         raise Problem(404, f"no job {job_id}", code="job-not-found")
@@ -153,6 +155,7 @@ async def create_job(
             raise
 
         job_id = new_job_id()
+        bind(job_id=job_id)
         fingerprint = up.sha256 + ":" + opts.model_dump_json(by_alias=True)
         if idem:
             existing = await anyio.to_thread.run_sync(

@@ -86,6 +86,7 @@ class Settings:
     clip_length: int
     whole_steps: str
     classic: tuple[str, ...]
+    threads: int  # torch threads per encode; 0 = torch's default
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -122,11 +123,15 @@ def model_budget(src: Path, s: Settings) -> dict[str, int]:
     }
 
 
-def _encode_child(src: str, dst: str, opts_json: str) -> dict[str, Any]:
+def _encode_child(src: str, dst: str, opts_json: str, threads: int) -> dict[str, Any]:
     """Runs in a fresh process: one encode_file call, so peak RSS is this encode's own."""
+    import torch
+
     from core.codec.options import EncodeOptions
     from core.codec.pipeline import encode_file
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     return encode_file(src, dst, EncodeOptions.model_validate_json(opts_json))
 
 
@@ -153,7 +158,8 @@ def inr_point(
     ).model_copy(update=update)
     dst = tmp / f"{src.stem}-{mode}-{lam:g}.uarv"
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        report = pool.submit(_encode_child, str(src), str(dst), opts.model_dump_json()).result()
+        job = pool.submit(_encode_child, str(src), str(dst), opts.model_dump_json(), s.threads)
+        report = job.result()
     dst.unlink(missing_ok=True)
     t = report["total"]
     return {
@@ -252,6 +258,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="smoke test: 2 lambdas, 8 frames, 64 px, 20 steps, 4-frame clips, 8000 params",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per encode (default 1: on a shared 2-core box OpenMP spin-waits "
+        "burn several times the CPU under contention; 0 = torch default)",
+    )
     p.add_argument("--resume", action="store_true", help="reuse points of a matching run")
     p.add_argument("--data", type=Path, default=DATA, help="folder with the sample clips")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -273,6 +286,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         clip_length=args.clip_length or (4 if q else 16),
         whole_steps=args.whole_steps,
         classic=tuple(c for c in args.classic.split(",") if c),
+        threads=args.threads,
     )
 
 
@@ -340,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             "x264/x265 in yuv444p (no chroma subsampling) from the same RGB frames; "
             "SVT-AV1 supports 4:2:0 only, so it runs in yuv420p (padded to even size).",
             "peak_rss_mb: each INR encode runs in its own spawned process.",
+            f"seconds: wall time with {s.threads or 'default'} torch thread(s) per encode on a "
+            "machine shared with other jobs: indicative only.",
         ],
         "clips": {},
     }

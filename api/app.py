@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI
 
-from api import problems, routes_web
+from api import guard, problems, routes_web
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes_jobs import router as jobs_router
 from api.routes_ops import router as ops_router
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Upload a video; each clip's bitstream is published as soon as it is trained.",
     )
     app.state.settings = s
-    app.state.store = open_store(s)
+    app.state.store = guard.GuardedStore(open_store(s, fail_fast=True))  # 503 fast when down
     app.state.celery = make_celery(s)
     app.state.metrics = ApiMetrics()
     app.state.metrics.watch(app.state.store, app.state.celery, s.metrics_scan_seconds)
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(ops_router)
     routes_web.install(app)  # the page at `/` (api/web/)
+    guard.install(app)  # rate limit per key; CORS only if UARNVC_CORS_ORIGINS is set
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if not s.api_keys:
         log.warning(

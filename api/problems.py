@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.storage import StoreError
+
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
@@ -62,6 +64,27 @@ def problem_response(
         body["instance"] = instance
     body.update(jsonable_encoder(extra))
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+RETRY_AFTER = 5
+
+
+def unavailable(instance: str | None, detail: str) -> JSONResponse:
+    """503 + Retry-After: a dependency is down, the request may succeed later."""
+    return problem_response(
+        503,
+        detail,
+        code="unavailable",
+        instance=instance,
+        headers={"Retry-After": str(RETRY_AFTER)},
+        retry_after=RETRY_AFTER,
+    )
+
+
+def _is_broker_error(exc: BaseException) -> bool:
+    from kombu.exceptions import OperationalError
+
+    return isinstance(exc, OperationalError | ConnectionError | TimeoutError)
 
 
 def _validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
@@ -118,7 +141,15 @@ def install(app: FastAPI) -> None:
             errors=_validation_errors(list(exc.errors())),
         )
 
+    @app.exception_handler(StoreError)
+    async def _store_down(request: Request, exc: StoreError) -> JSONResponse:
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return unavailable(request.url.path, "the object store is unavailable; retry later")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if _is_broker_error(exc):
+            log.warning("broker unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return unavailable(request.url.path, "the task broker is unavailable; retry later")
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "internal error (logged)", instance=request.url.path)

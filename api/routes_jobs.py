@@ -194,7 +194,11 @@ async def create_job(
             log.exception("job %s: could not be queued", job_id)
             await anyio.to_thread.run_sync(_forget, store, job, idem)
             raise Problem(
-                503, "the job could not be stored or queued; retry", code="unavailable"
+                503,
+                "the job could not be stored or queued; retry",
+                code="unavailable",
+                headers={"Retry-After": "5"},
+                retry_after=5,
             ) from e
         metrics.jobs_created.inc()
         metrics.upload_bytes.inc(up.size)

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(60, ge=2, description="Clip lease lifetime; renewed while alive.")
     poll_interval: float = Field(0.5, gt=0, description="Streaming endpoints' store polling.")
     log_level: str = "INFO"
+    rate_limit: float = Field(
+        50.0, ge=0, description="Per API key (or client address), /v1 requests/s; 0 = off."
+    )
+    rate_burst: int = Field(100, ge=1, description="Token-bucket size of the rate limit.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS; none = off."
+    )
     log_json: bool = Field(
         False, description="One JSON object per log line, with job_id/clip (for shippers)."
     )
@@ -60,7 +67,7 @@ class Settings(BaseSettings):
         10.0, ge=0, description="How long /metrics reuses its scan of the store and queues."
     )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, v: Any) -> Any:
         if isinstance(v, str):

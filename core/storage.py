@@ -241,6 +241,8 @@ class S3Store:
         endpoint_url: str | None = None,
         region: str | None = None,
         client: object | None = None,
+        timeouts: tuple[float, float] = (60.0, 60.0),
+        max_attempts: int = 5,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -252,7 +254,11 @@ class S3Store:
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                connect_timeout=timeouts[0],
+                read_timeout=timeouts[1],
+            ),
         )
 
     def _k(self, key: str) -> str:
@@ -408,9 +414,16 @@ class _CountingReader:
 
 
 def store_from_url(
-    url: str, *, endpoint_url: str | None = None, region: str | None = None
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    fail_fast: bool = False,
 ) -> ObjectStore:
-    """`file:///abs/path` (or a plain path) -> LocalStore; `s3://bucket/prefix` -> S3Store."""
+    """`file:///abs/path` (or a plain path) -> LocalStore; `s3://bucket/prefix` -> S3Store.
+
+    `fail_fast` (the API): short S3 timeouts and one retry, so a request answers 503
+    within seconds when the store hangs; workers keep boto3's patient defaults."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme else url
@@ -418,16 +431,22 @@ def store_from_url(
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"store URL {url!r} has no bucket")
+        extra: dict = {"timeouts": (3.0, 10.0), "max_attempts": 2} if fail_fast else {}
         return S3Store(
-            parsed.netloc, parsed.path.lstrip("/"), endpoint_url=endpoint_url, region=region
+            parsed.netloc,
+            parsed.path.lstrip("/"),
+            endpoint_url=endpoint_url,
+            region=region,
+            **extra,
         )
     raise ValueError(f"unsupported store URL {url!r}: use file:///path or s3://bucket/prefix")
 
 
-def open_store(settings: Settings) -> ObjectStore:
+def open_store(settings: Settings, *, fail_fast: bool = False) -> ObjectStore:
     """The store the settings name (local directory under the data dir by default)."""
     return store_from_url(
         settings.effective_store_url,
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,
+        fail_fast=fail_fast,
     )

@@ -43,6 +43,16 @@ class Upload:
                 os.unlink(self.path)
 
 
+def safe_filename(name: str | None) -> str | None:
+    """The client's file name as metadata only: last path component (either separator),
+    no control characters (NUL, newlines), at most 255 characters; never a path."""
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable())[:255]
+    return base if base not in ("", ".", "..") else None
+
+
 def _too_large(limit: int) -> Problem:
     return Problem(
         413, f"the upload exceeds the limit of {limit} bytes", code="upload-too-large", limit=limit
@@ -106,7 +116,7 @@ async def _receive_raw(request: Request, tmp_dir: Path, limit: int) -> Upload:
         raise
     sink.close()
     up.size, up.sha256 = sink.size, sink.hash.hexdigest()
-    up.filename = request.headers.get("x-filename")
+    up.filename = safe_filename(request.headers.get("x-filename"))
     return up
 
 
@@ -144,7 +154,7 @@ async def _receive_multipart(
             sink = _FileSink(tmp_dir, limit)
             up.path = sink.path
             fn = opts.get(b"filename")
-            up.filename = os.path.basename(fn.decode("utf-8", "replace"))[:255] if fn else None
+            up.filename = safe_filename(fn.decode("utf-8", "replace")) if fn else None
             target = "file"
         elif b"filename" in opts:
             target = "skip"  # other file parts are ignored, never stored

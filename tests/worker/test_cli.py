@@ -29,6 +29,9 @@ def test_entry_points_are_registered() -> None:
         "serve": "worker.cli:register_serve",
         "api": "worker.cli:register_api",
         "worker": "worker.cli:register_worker",
+        "submit": "api.client_cli:register_submit",
+        "status": "api.client_cli:register_status",
+        "fetch": "api.client_cli:register_fetch",
     }
 
 

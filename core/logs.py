@@ -23,7 +23,12 @@ _CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
     "uarnvc_log_context", default=None
 )
 # LogRecord attributes that are not user `extra=` fields.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# (uvicorn adds `color_message`, an ANSI-coloured copy of the message.)
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 @contextlib.contextmanager

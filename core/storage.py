@@ -431,7 +431,7 @@ def store_from_url(
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"store URL {url!r} has no bucket")
-        extra: dict = {"timeouts": (3.0, 10.0), "max_attempts": 2} if fail_fast else {}
+        extra: dict = {"timeouts": (2.0, 5.0), "max_attempts": 2} if fail_fast else {}
         return S3Store(
             parsed.netloc,
             parsed.path.lstrip("/"),

@@ -165,11 +165,13 @@ def _read_clip_frames(store: ObjectStore, settings: Settings, keys: Keys, k: int
 
 def clip_metrics(chunk: bytes, original: np.ndarray, decoded: np.ndarray) -> dict[str, Any]:
     """Metrics from a chunk and its frames (used when a crash lost the encoder's own)."""
+    from core.metrics import mse_per_frame, psnr_per_frame
+
     n, h, w = original.shape[:3]
-    mse = float(np.mean((original.astype(np.float64) - decoded.astype(np.float64)) ** 2))
-    psnr = float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
     return {
-        "psnr": psnr,
+        # The same definitions as the encoder's own metrics (mean of per-frame PSNR).
+        "psnr": float(np.mean(psnr_per_frame(original, decoded))),
+        "mse": float(np.mean(mse_per_frame(original, decoded))),
         "bytes": len(chunk),
         "bits": 8 * len(chunk),
         "bpp": 8 * len(chunk) / (n * h * w),

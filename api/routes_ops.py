@@ -42,7 +42,13 @@ async def readyz(request: Request) -> Response:
             checks[name] = f"unavailable: {type(e).__name__}"
     if all(v == "ok" for v in checks.values()):
         return JSONResponse({"status": "ready", "checks": checks})
-    return problem_response(503, "a dependency is unreachable", code="not-ready", checks=checks)
+    return problem_response(
+        503,
+        "a dependency is unreachable",
+        code="not-ready",
+        checks=checks,
+        headers={"Retry-After": "5"},
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -47,12 +47,16 @@ def _init_process(**_: Any) -> None:
         torch.set_num_threads(threads)
 
 
+# Publishing the next task waits out a broker outage (a Redis restart, issue 5) instead of
+# failing the job: ~10 minutes of retries, while this task stays unacknowledged, so a
+# worker that dies meanwhile has its task redelivered, which re-drives the chain.
+PUBLISH_RETRY = {"max_retries": 60, "interval_start": 1, "interval_step": 2, "interval_max": 10}
+
+
 def enqueue(kind: str, args: list[Any]) -> None:
     """Send the next task by name: split goes to the cpu queue, clips to the gpu queue."""
-    if kind == "split":
-        app.send_task(SPLIT, args=args, queue=QUEUE_CPU)
-    else:
-        app.send_task(ENCODE_CLIP, args=args, queue=QUEUE_GPU)
+    name, queue = (SPLIT, QUEUE_CPU) if kind == "split" else (ENCODE_CLIP, QUEUE_GPU)
+    app.send_task(name, args=args, queue=queue, retry=True, retry_policy=PUBLISH_RETRY)
 
 
 def _backoff(retries: int) -> float:

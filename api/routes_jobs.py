@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Owner = Annotated[str, Depends(current_owner)]
 OPTION_FIELDS = set(JobOptions.model_fields) - {"lam"} | {"lambda"}
+MIN_SIDE = 8  # smallest source frame side accepted (the `width` option's minimum too)
 
 
 def _store(request: Request) -> ObjectStore:
@@ -85,6 +86,12 @@ def _probe(up: Upload, opts: JobOptions, request: Request) -> tuple[InputInfo, A
     except VideoError as e:
         msg = str(e).replace(str(up.path), up.filename or "upload")
         raise Problem(422, msg, code="invalid-video") from None
+    if min(info.width, info.height) < MIN_SIDE:  # nothing to learn; a degenerate model
+        raise Problem(
+            422,
+            f"{info.width}x{info.height} frames are smaller than {MIN_SIDE}x{MIN_SIDE}",
+            code="video-too-small",
+        )
     enc = opts.to_encode_options(settings.device)
     frames = min(info.frames, enc.frames) if enc.frames else info.frames
     if frames > settings.max_frames:

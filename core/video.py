@@ -101,9 +101,12 @@ def probe(
         frames = int(stream.frames or 0)
         exact = frames > 0
         if frames <= 0 and count_frames:
-            frames = _count_frames(container, stream)
+            try:  # a damaged or fake container (e.g. text taken for `tty`) fails here
+                frames = _count_frames(container, stream)
+                container.seek(0)
+            except (av.error.FFmpegError, ValueError) as e:
+                raise VideoError(f"{_name(src)}: video stream cannot be read ({e})") from e
             exact = True
-            container.seek(0)
         elif frames <= 0 and stream.duration and stream.time_base:
             frames = math.ceil(float(stream.duration * stream.time_base * fps))
         codec = cc.name

@@ -15,6 +15,10 @@ STYLE: dict[str, dict[str, Any]] = {
     "uar": {"marker": "o", "lw": 2.0, "color": "tab:red"},
     "independent": {"marker": "s", "lw": 1.6, "color": "tab:blue"},
     "whole": {"marker": "^", "lw": 1.6, "color": "tab:green"},
+    "x264": {"marker": ".", "lw": 1.0, "ls": "--", "color": "tab:gray"},
+    "x265": {"marker": ".", "lw": 1.0, "ls": "--", "color": "tab:purple"},
+    "x265-veryslow": {"marker": ".", "lw": 1.0, "ls": ":", "color": "tab:brown"},
+    "svtav1 (yuv420p)": {"marker": ".", "lw": 1.0, "ls": "-.", "color": "tab:olive"},
 }
 
 

@@ -16,7 +16,8 @@ Why it is built this way:
   trained less, and the comparison would say nothing about the method.
 * Classic codecs see exactly the same RGB frames (``bench.classic``).
 * Results are rewritten after every point, so a long run that dies keeps what it did;
-  ``--resume`` reuses the points of an earlier run with the same settings.
+  ``--resume`` reuses the INR points of an earlier run with the same settings (classic
+  sweeps take seconds and are always redone).
 """
 
 from __future__ import annotations
@@ -197,6 +198,25 @@ def bd_pair(test: list[dict[str, Any]], anchor: list[dict[str, Any]], dense: boo
     return {"bd_rate_pct": rate.to_dict(), "bd_psnr_db": psnr.to_dict()}
 
 
+def same_lambda(test: list[dict[str, Any]], anchor: list[dict[str, Any]]) -> list[dict]:
+    """Point-by-point deltas at equal lambda (INR pairs). When a curve is short or not
+    monotonic (lambda barely moving the rate), a polynomial BD fit through it is fragile;
+    these deltas are the plain facts underneath."""
+    by_lam = {p["lambda"]: p for p in anchor}
+    out = []
+    for p in test:
+        a = by_lam.get(p["lambda"])
+        if a is not None:
+            out.append(
+                {
+                    "lambda": p["lambda"],
+                    "d_psnr_db": p["psnr"] - a["psnr"],
+                    "rate_ratio": p["bpp"] / a["bpp"],
+                }
+            )
+    return out
+
+
 def bd_table(results: dict[str, Any]) -> dict[str, Any]:
     """Per clip and pair, plus the average over the clips where a delta is defined."""
     per_clip: dict[str, dict[str, Any]] = {}
@@ -206,7 +226,10 @@ def bd_table(results: dict[str, Any]) -> dict[str, Any]:
         for test, anchor in PAIRS:
             if len(curves.get(test, [])) >= 2 and len(curves.get(anchor, [])) >= 2:
                 dense = anchor not in MODES
-                row[f"{test} vs {anchor}"] = bd_pair(curves[test], curves[anchor], dense)
+                cell = bd_pair(curves[test], curves[anchor], dense)
+                if not dense:
+                    cell["same_lambda"] = same_lambda(curves[test], curves[anchor])
+                row[f"{test} vs {anchor}"] = cell
         per_clip[clip] = row
     average: dict[str, Any] = {}
     pairs = {p for row in per_clip.values() for p in row}
@@ -266,6 +289,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "burn several times the CPU under contention; 0 = torch default)",
     )
     p.add_argument("--resume", action="store_true", help="reuse points of a matching run")
+    p.add_argument(
+        "--no-encode",
+        action="store_true",
+        help="with --resume: encode nothing new; redo classic sweeps, BD table, plots, summary",
+    )
     p.add_argument("--data", type=Path, default=DATA, help="folder with the sample clips")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     return p.parse_args(argv)
@@ -331,9 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     previous: dict[str, Any] = {}
     if args.resume and (args.out / "rd.json").is_file():
         old = json.loads((args.out / "rd.json").read_text())
-        if old.get("settings") == s.to_dict():
+        # The classic list does not shape INR points; everything else must match.
+        mine = {k: v for k, v in s.to_dict().items() if k != "classic"}
+        theirs = {k: v for k, v in old.get("settings", {}).items() if k != "classic"}
+        if mine == theirs:
             previous = old.get("clips", {})
             _log(f"resuming: {sum(len(c['curves']) for c in previous.values())} curves found")
+        else:
+            _log("--resume: earlier rd.json has other settings; starting afresh")
 
     from core.video import probe, read_frames
 
@@ -343,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         "notes": [
             "PSNR: mean over frames of RGB PSNR (core.metrics.psnr_per_frame), peak 255.",
             "bpp: whole .uarv file bytes (headers included) x 8 / (frames x W x H); classic: "
-            "elementary-stream packet bytes x 8 / (frames x W x H), no container.",
+            "elementary-stream packet bytes x 8 / (frames x W x H), no container, SEI NAL "
+            "units (x264/x265 settings strings) not counted (bytes_raw has them).",
             "whole: one model for all frames with the same TOTAL parameter budget as the clip "
             "modes (clips x per-clip default); steps: "
             + (
@@ -385,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                     if lam in done:
                         pts.append(done[lam])
                         continue
+                    if args.no_encode:
+                        continue
                     _log(f"{clip} {mode} lambda={lam:g} ...")
                     p = inr_point(src, mode, lam, s, budget, Path(tmpdir))
                     _log(
@@ -394,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                     pts.append(p)
                     entry["curves"][mode] = pts
                     _save(args.out, results)
-                entry["curves"][mode] = pts
+                if pts:
+                    entry["curves"][mode] = pts
             for name in s.classic:
                 codec = classic.CODECS[name]
                 why = classic.available(codec)
@@ -402,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                     entry["classic_settings"][codec.label] = {"skipped": why}
                     _log(f"{clip} {codec.label}: skipped ({why})")
                     continue
-                pts = old_curves.get(codec.label) or classic.sweep(frames, codec)
+                pts = classic.sweep(frames, codec)  # cheap: always redone, never resumed
                 entry["curves"][codec.label] = pts
                 entry["classic_settings"][codec.label] = classic.describe(codec)
                 _log(f"{clip} {codec.label}: {len(pts)} points")

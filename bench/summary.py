@@ -53,6 +53,26 @@ def render_summary(results: dict[str, Any]) -> str:
                 f" ({r.get('clips', 0)}/{q.get('clips', 0)} clips)"
             )
         lines.append("| **average** | " + " | ".join(cells) + " |")
+    same = [
+        (clip, pair, d)
+        for clip, row in bd.get("per_clip", {}).items()
+        for pair, cell in row.items()
+        for d in cell.get("same_lambda", [])
+    ]
+    if same:
+        lines += [
+            "",
+            "### `uar` against the other INR modes at equal λ",
+            "",
+            "ΔPSNR > 0 and rate ratio < 1 favour `uar`. Plain point pairs, no curve fit.",
+            "",
+            "| clip | pair | λ | ΔPSNR dB | rate ratio |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {clip} | {pair} | {d['lambda']:g} | {d['d_psnr_db']:+.2f} | {d['rate_ratio']:.3f} |"
+            for clip, pair, d in same
+        ]
     lines += [
         "",
         "### INR points",

@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Autoregressive neural video compression as a service",
         description="Upload a video; each clip's bitstream is published as soon as it is trained.",
+        responses=problems.ERROR_RESPONSES,
     )
     app.state.settings = s
     app.state.store = guard.GuardedStore(open_store(s, fail_fast=True))  # 503 fast when down

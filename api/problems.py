@@ -68,6 +68,28 @@ def problem_response(
 
 RETRY_AFTER = 5
 
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+# Declared on every operation (FastAPI(responses=...)), so the OpenAPI schema says what
+# the API really answers: errors are problem+json (checked by schemathesis, issue 5).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": HTTPStatus(code).phrase,
+        "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}},
+    }
+    for code in (400, 401, 404, 405, 413, 415, 422, 429, 500, 503)
+}
+
 
 def unavailable(instance: str | None, detail: str) -> JSONResponse:
     """503 + Retry-After: a dependency is down, the request may succeed later."""
@@ -97,6 +119,20 @@ def _validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (several routes may share a path)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem document."""
 
@@ -117,9 +153,10 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else None
         if detail == HTTPStatus(exc.status_code).phrase:
             detail = None
-        return problem_response(
-            exc.status_code, detail, instance=request.url.path, headers=exc.headers
-        )
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names only the first matching route's
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

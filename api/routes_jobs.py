@@ -136,6 +136,21 @@ def _accepted(st: JobStatus, replayed: bool = False) -> JSONResponse:
         "preset, lambda, params, steps, frames, width, key_interval, seed), or the raw "
         "video as the body with options in the query string."
     ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
 )
 async def create_job(
     request: Request,

@@ -23,6 +23,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bench import classic
 from bench.bdrate import bd_psnr, bd_rate, bracket
@@ -217,6 +220,32 @@ def same_lambda(test: list[dict[str, Any]], anchor: list[dict[str, Any]]) -> lis
     return out
 
 
+def monotonic(points: list[dict[str, Any]]) -> bool:
+    """PSNR rises with rate along the curve: the premise of a Bjøntegaard fit."""
+    pts = sorted(_xy(points))
+    return all(b[1] > a[1] for a, b in itertools.pairwise(pts))
+
+
+def against_dense(test: list[dict[str, Any]], anchor: list[dict[str, Any]]) -> dict:
+    """Each test point against the dense anchor curve, interpolated linearly in log rate:
+    the anchor's rate at the test point's PSNR and its PSNR at the test point's rate.
+    Needs no fit through the test curve, so it holds when that curve is a cluster."""
+    a = sorted(_xy(anchor))
+    lr = np.log10([r for r, _ in a])
+    q = np.maximum.accumulate([q for _, q in a])  # a plateau at the end must not fold back
+    ratios, dq = [], []
+    for r, p in _xy(test):
+        if q[0] <= p <= q[-1]:
+            ratios.append(r / 10 ** float(np.interp(p, q, lr)))
+        if lr[0] <= math.log10(r) <= lr[-1]:
+            dq.append(p - float(np.interp(math.log10(r), lr, q)))
+    return {
+        "rate_ratio_mean": float(np.exp(np.mean(np.log(ratios)))) if ratios else None,
+        "d_psnr_db_mean": float(np.mean(dq)) if dq else None,
+        "points": [len(ratios), len(dq)],
+    }
+
+
 def bd_table(results: dict[str, Any]) -> dict[str, Any]:
     """Per clip and pair, plus the average over the clips where a delta is defined."""
     per_clip: dict[str, dict[str, Any]] = {}
@@ -227,7 +256,10 @@ def bd_table(results: dict[str, Any]) -> dict[str, Any]:
             if len(curves.get(test, [])) >= 2 and len(curves.get(anchor, [])) >= 2:
                 dense = anchor not in MODES
                 cell = bd_pair(curves[test], curves[anchor], dense)
-                if not dense:
+                cell["monotonic"] = monotonic(curves[test]) and (dense or monotonic(curves[anchor]))
+                if dense:
+                    cell["pointwise"] = against_dense(curves[test], curves[anchor])
+                else:
                     cell["same_lambda"] = same_lambda(curves[test], curves[anchor])
                 row[f"{test} vs {anchor}"] = cell
         per_clip[clip] = row
@@ -357,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     previous: dict[str, Any] = {}
+    previous_machine: dict[str, Any] | None = None
     if args.resume and (args.out / "rd.json").is_file():
         old = json.loads((args.out / "rd.json").read_text())
         # The classic list does not shape INR points; everything else must match.
@@ -364,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         theirs = {k: v for k, v in old.get("settings", {}).items() if k != "classic"}
         if mine == theirs:
             previous = old.get("clips", {})
+            previous_machine = old.get("machine")
             _log(f"resuming: {sum(len(c['curves']) for c in previous.values())} curves found")
         else:
             _log("--resume: earlier rd.json has other settings; starting afresh")
@@ -393,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "clips": {},
     }
+    if previous_machine:
+        # The INR points were made by this earlier run (command, date, commit).
+        results["machine"]["resumed_from"] = previous_machine.get("resumed_from", previous_machine)
     t_run = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-rd-") as tmpdir:
         for clip, src in clips.items():

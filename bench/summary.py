@@ -12,7 +12,8 @@ def _fmt(v: float | None, unit: str, digits: int) -> str:
 
 def _cell(d: dict[str, Any]) -> str:
     r, p = d["bd_rate_pct"], d["bd_psnr_db"]
-    return f"{_fmt(r['value'], ' %', 1)} / {_fmt(p['value'], ' dB', 2)}"
+    flag = "" if d.get("monotonic", True) else " †"
+    return f"{_fmt(r['value'], ' %', 1)} / {_fmt(p['value'], ' dB', 2)}{flag}"
 
 
 def render_summary(results: dict[str, Any]) -> str:
@@ -28,12 +29,25 @@ def render_summary(results: dict[str, Any]) -> str:
         f"First {s['frames']} frames at width {s['width']}, preset `{s['preset']}`, "
         f"λ ∈ {{{', '.join(f'{x:g}' for x in s['lambdas'])}}}.",
         "",
+        *(
+            [
+                f"INR points from `{m['resumed_from']['command']}` "
+                f"({m['resumed_from']['date'][:16]}, commit "
+                f"`{(m['resumed_from'].get('git') or '?')[:12]}`); classic sweeps, BD "
+                "table and plots redone by the command above.",
+                "",
+            ]
+            if m.get("resumed_from")
+            else []
+        ),
         *(f"- {n}" for n in results.get("notes", [])),
         "",
         "### BD-rate / BD-PSNR of `uar` against each anchor",
         "",
         "Negative BD-rate (fewer bits at equal PSNR) and positive BD-PSNR are wins for `uar`. "
-        "n/a: the curves do not overlap (reason in rd.json).",
+        "n/a: the curves do not overlap (reason in rd.json). †: an INR curve in the pair is "
+        "not monotonic (λ barely moves the rate, so its 3 points are a noisy cluster); the "
+        "polynomial fit is then unreliable: read the equal-λ and pointwise tables below.",
         "",
     ]
     if pairs:
@@ -53,6 +67,30 @@ def render_summary(results: dict[str, Any]) -> str:
                 f" ({r.get('clips', 0)}/{q.get('clips', 0)} clips)"
             )
         lines.append("| **average** | " + " | ".join(cells) + " |")
+    pw = [
+        (clip, pair, cell["pointwise"])
+        for clip, row in bd.get("per_clip", {}).items()
+        for pair, cell in row.items()
+        if "pointwise" in cell
+    ]
+    if pw:
+        lines += [
+            "",
+            "### `uar` points against the classic curves (no fit through the INR points)",
+            "",
+            "rate ratio: `uar` bits / the codec's bits at the same PSNR (geometric mean over "
+            "the `uar` points inside its PSNR range); ΔPSNR: `uar` minus the codec at the "
+            "same rate. Classic curves interpolated linearly in log rate.",
+            "",
+            "| clip | pair | rate ratio | ΔPSNR dB | points |",
+            "|---|---|---|---|---|",
+        ]
+        for clip, pair, d in pw:
+            ratio = d["rate_ratio_mean"]
+            lines.append(
+                f"| {clip} | {pair} | {'n/a' if ratio is None else f'{ratio:.2f}x'} | "
+                f"{_fmt(d['d_psnr_db_mean'], '', 2)} | {d['points'][0]}/{d['points'][1]} |"
+            )
     same = [
         (clip, pair, d)
         for clip, row in bd.get("per_clip", {}).items()

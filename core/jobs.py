@@ -289,16 +289,16 @@ def planned_clips(frames: int, clip_length: int) -> list[PlannedClip]:
 
 
 def _psnr_of(clips: list[ClipStatus]) -> float | None:
-    """Frame-weighted mean squared error -> PSNR, i.e. the PSNR of all frames done."""
+    """The mean of per-frame PSNR over the frames done: a clip's psnr is already the
+    mean over its frames, so this is their frame-weighted mean. The same definition as
+    `uarnvc encode` and core.metrics, so the API and a local decode agree."""
     num = den = 0.0
     for c in clips:
         if c.psnr is None:
             return None
-        num += c.frames * 10 ** (-c.psnr / 10)
+        num += c.frames * c.psnr
         den += c.frames
-    if den == 0:
-        return None
-    return float("inf") if num == 0 else -10 * math.log10(num / den)
+    return None if den == 0 else num / den
 
 
 def job_links(job_id: str, base: str = "/v1") -> dict[str, str]:
@@ -328,7 +328,12 @@ def job_status(store: ObjectStore, job_id: str, *, base: str = "/v1") -> JobStat
         c = ClipStatus(
             index=pc.index, first_frame=pc.first_frame, frames=pc.frames, status="pending"
         )
-        if k.chunk(pc.index) in keys:
+        if k.chunk(pc.index) in keys and k.metrics(pc.index) not in keys:
+            # Committed but its metrics not written yet (or lost in a crash and being
+            # repaired): not "done", so a job never reports success with metrics missing.
+            c.status, c.progress = "running", 1.0
+            c.links = {"chunk": f"{base}/jobs/{job_id}/clips/{pc.index}"}
+        elif k.chunk(pc.index) in keys:
             c.status = "done"
             c.links = {"chunk": f"{base}/jobs/{job_id}/clips/{pc.index}"}
             m = read_json(store, k.metrics(pc.index)) if k.metrics(pc.index) in keys else None

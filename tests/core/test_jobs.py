@@ -120,9 +120,21 @@ def test_status_lifecycle(store: LocalStore) -> None:
     _commit_clip(store, job.id, 2, psnr=40.0, nbytes=50)
     st = job_status(store, job.id)
     assert st.status == "succeeded" and st.progress == 100 and st.bytes == 200
-    # PSNR of all frames: frame-weighted MSE, not a mean of dBs.
-    mse = (4 * 1e-3 + 4 * 1e-4 + 2 * 1e-4) / 10
-    assert st.psnr == pytest.approx(-10 * __import__("math").log10(mse))
+    # The mean of per-frame PSNR (the codec's definition): frame-weighted over clips.
+    assert st.psnr == pytest.approx((4 * 30.0 + 4 * 40.0 + 2 * 40.0) / 10)
+
+
+def test_chunk_without_metrics_is_not_done(store: LocalStore) -> None:
+    """The chunk is the commit point but metrics land after it: until they do the clip
+    (and the job) is still running, so success never comes with metrics missing."""
+    job = _job(store)
+    _split(store, job)
+    for k in range(3):
+        _commit_clip(store, job.id, k, psnr=30.0, nbytes=10)
+    store.delete(Keys(job.id).metrics(2))
+    st = job_status(store, job.id)
+    assert st.status == "running" and st.clips_done == 2
+    assert st.clips[2].status == "running" and st.clips[2].links["chunk"]
 
 
 def test_expired_lease_is_not_running(store: LocalStore) -> None:

@@ -32,6 +32,7 @@ def test_entry_points_are_registered() -> None:
         "submit": "api.client_cli:register_submit",
         "status": "api.client_cli:register_status",
         "fetch": "api.client_cli:register_fetch",
+        "demo": "api.demo:register_demo",
     }
 
 

@@ -27,20 +27,25 @@ from api.client_cli import ClipBars, _summary
 def render_sample(path: Path, frames: int = 48, width: int = 160, height: int = 96) -> Path:
     """A textured scene with a slow pan and a moving object: something an INR can learn
     and whose clips are correlated, made here so no sample is downloaded or shipped."""
+    import av
+
     from core.video import write_video
 
     rng = np.random.default_rng(7)
-    big = np.kron(rng.integers(40, 215, (height // 8 + 4, width // 8 + 12, 3)), np.ones((8, 8, 1)))
+    pan = frames // 2 + 1  # the background moves one pixel every two frames
+    small = rng.integers(30, 225, (height // 12 + 1, (width + pan) // 12 + 1, 3), np.uint8)
+    big = (
+        av.VideoFrame.from_ndarray(small, format="rgb24")
+        .reformat(width=width + pan, height=height, interpolation="BICUBIC")
+        .to_ndarray()
+        .astype(np.float32)
+    )
     yy, xx = np.mgrid[0:height, 0:width]
     out = np.empty((frames, height, width, 3), np.uint8)
     for t in range(frames):
-        dx = t // 2  # pan: two frames per pixel
-        bg = big[:height, dx : dx + width].astype(np.float32)
-        shade = 0.75 + 0.25 * np.sin((xx + 2 * t) / 23.0)[..., None]
-        img = bg * shade
+        img = big[:, t // 2 : t // 2 + width].copy()
         cx, cy = 20 + 2 * t, height / 2 + 20 * np.sin(t / 8)
-        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < 14**2
-        img[disc] = (230, 60, 40)
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < 14**2] = (230, 60, 40)
         out[t] = img.clip(0, 255).astype(np.uint8)
     write_video(path, out, Fraction(25))
     return path

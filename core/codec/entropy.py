@@ -54,29 +54,37 @@ def _model(m: int, r_int: int) -> constriction.stream.model.Categorical:
     return constriction.stream.model.Categorical(freqs / freqs.sum(), perfect=False)
 
 
-def code_length_bits(q: np.ndarray, r_int: int) -> float:
-    """Ideal code length of q under the (M, r) model: what fitting minimises."""
+def _histogram(q: np.ndarray) -> tuple[int, np.ndarray]:
     m = int(np.abs(q).max(initial=0))
-    if m == 0:
-        return 0.0
+    return m, np.bincount((q.ravel() + m).astype(np.int64), minlength=2 * m + 1)
+
+
+def _bits_of(m: int, counts: np.ndarray, r_int: int) -> float:
     freqs = _freq_table(m, r_int).astype(np.float64)
-    counts = np.bincount((q.ravel() + m).astype(np.int64), minlength=2 * m + 1)
     nz = counts > 0
     return float(-(counts[nz] * np.log2(freqs[nz] / freqs.sum())).sum())
 
 
+def code_length_bits(q: np.ndarray, r_int: int) -> float:
+    """Ideal code length of q under the (M, r) model: what fitting minimises."""
+    m, counts = _histogram(q)
+    return 0.0 if m == 0 else _bits_of(m, counts, r_int)
+
+
 def fit_r(q: np.ndarray) -> int:
-    """The r that codes q shortest: a coarse scan over log-spaced Laplace scales, refined."""
-    if not np.any(q):
+    """The r that codes q shortest: a coarse scan over log-spaced Laplace scales, refined.
+    The histogram is taken once; each candidate costs O(2M+1), not O(len(q))."""
+    m, counts = _histogram(q)
+    if m == 0:
         return R_ONE // 2
     cands = {
         min(R_ONE - 1, max(1, round(R_ONE * math.exp(-1.0 / b))))
         for b in np.geomspace(0.02, 4096, 64)
     }
-    best = min(cands, key=lambda r: code_length_bits(q, r))
+    best = min(cands, key=lambda r: _bits_of(m, counts, r))
     lo, hi = max(1, int(best * 0.9)), min(R_ONE - 1, int(best * 1.1) + 1)
     fine = set(np.linspace(lo, hi, 24).astype(int).tolist()) | {best}
-    return min(fine, key=lambda r: code_length_bits(q, r))
+    return min(fine, key=lambda r: _bits_of(m, counts, r))
 
 
 def encode_layers(layers: list[np.ndarray]) -> tuple[list[tuple[int, int]], bytes]:

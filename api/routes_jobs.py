@@ -15,6 +15,7 @@ from sse_starlette import EventSourceResponse
 from api import streaming
 from api.auth import current_owner
 from api.problems import Problem
+from api.status_cache import StatusCache
 from api.upload import Upload, receive_upload
 from core.jobs import (
     InputInfo,
@@ -292,17 +293,31 @@ async def get_jobs(
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, summary="Status, progress and clips")
 async def get_job(request: Request, job_id: str, owner: Owner) -> JobStatus:
-    await _owned_job(request, job_id, owner)
-    st = await anyio.to_thread.run_sync(lambda: job_status(_store(request), job_id))
-    if st is None:
+    bind(job_id=job_id)
+    store = _store(request)
+
+    def load() -> tuple[Job | None, JobStatus | None]:
+        job = load_job(store, job_id)
+        return job, job_status(store, job_id) if job is not None else None
+
+    job_owner, st = await anyio.to_thread.run_sync(lambda: _status_cache(request).get(job_id, load))
+    if st is None or job_owner != owner:
         raise Problem(404, f"no job {job_id}", code="job-not-found")
     return st
+
+
+def _status_cache(request: Request) -> StatusCache:
+    app_state = request.app.state
+    if getattr(app_state, "status_cache", None) is None:
+        app_state.status_cache = StatusCache(request.app.state.settings.poll_interval)
+    return app_state.status_cache
 
 
 @router.delete("/jobs/{job_id}", status_code=204, summary="Cancel the job and delete its data")
 async def delete_job(request: Request, job_id: str, owner: Owner) -> Response:
     await _owned_job(request, job_id, owner)
     await anyio.to_thread.run_sync(cancel_job, _store(request), job_id)
+    _status_cache(request).drop(job_id)
     log.info("job %s cancelled", job_id)
     return Response(status_code=204)
 

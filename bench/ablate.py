@@ -29,17 +29,10 @@ import torch
 import core.codec.encoder as encoder_mod
 import core.codec.options as options_mod
 import core.codec.stream as stream_mod
+from bench.machine import REPO
+from bench.rd import CLIPS, DATA
 from core.codec.options import EncodeOptions
 from core.codec.pipeline import encode_file
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-CLIPS = {
-    "pens": "pens.mp4",
-    "book": "book.mkv",
-    "car": "car-detection.mp4",
-    "bottle": "bottle-detection.mp4",
-}
 
 
 @contextlib.contextmanager

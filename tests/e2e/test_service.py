@@ -58,8 +58,9 @@ def wait_done(client: httpx.Client, job: str, timeout: float = JOB_TIMEOUT) -> d
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+    """Mean of per-frame RGB PSNR, computed here independently of core.metrics."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
+    return float(np.mean([math.inf if m == 0 else 10 * math.log10(255**2 / m) for m in mse]))
 
 
 def decode_cmd(src: Path, dst: Path) -> list[str]:

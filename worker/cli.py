@@ -251,6 +251,11 @@ def run_serve(args: argparse.Namespace) -> int:
         settings.device,
     )
     worker = WorkerProcess(settings, args.concurrency) if not args.no_worker else None
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with the default
+    # handler that kills this process before `finally` runs and orphans the worker. A
+    # handler that exits normally lets the worker be stopped below.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     if worker:
         worker.start()
     try:

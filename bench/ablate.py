@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import core.codec.encoder as encoder_mod
+import core.codec.motion as motion_mod
 import core.codec.options as options_mod
 import core.codec.stream as stream_mod
 from bench.machine import REPO
@@ -56,9 +57,15 @@ def _nothing() -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def _warp_always() -> Iterator[None]:
+    with patched(motion_mod, "MOTION_PX", 0.0), patched(motion_mod, "MIN_GAIN", -1e9):
+        yield
+
+
 # name -> (what it tests, option overrides, patch factory)
 VARIANTS: dict[str, tuple[str, dict[str, Any], Callable[[], Any]]] = {
-    "default": ("defaults (uar, L=16, grid, II a_k from correlation + latent hold)", {}, _nothing),
+    "default": ("defaults (uar, L=16, gridwarp, II a_k from correlation + latent hold, motion-gated warp)", {}, _nothing),
     "independent": ("no II/RQEC chain: every clip an I-model (the paper's base)", {"mode": "independent"}, _nothing),
     "ii_plain": ("II without latent continuation (slot-for-slot copy)", {}, lambda: patched(stream_mod, "continue_latents", lambda s: s)),
     "alpha_fixed": ("a_k = 1 always (no correlation-driven strength)", {"adaptive_alpha": False}, _nothing),
@@ -69,7 +76,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], Callable[[], Any]]] = {
     "p_steps_half": ("P-models train half the steps", {}, lambda: patched(stream_mod, "P_STEPS_RATIO", 0.5)),
     "clip_8": ("clip length 8", {"clip_length": 8}, _nothing),
     "clip_24": ("clip length 24", {"clip_length": 24}, _nothing),
-    "nerv_mlp": ("NeRV MLP stem instead of the latent grid", {"backbone": "nerv"}, _nothing),
+    "nerv_mlp": ("NeRV MLP stem instead of the latent grid (no warp)", {"backbone": "nerv"}, _nothing),
+    "no_warp": ("grid backbone: no global warp", {"backbone": "grid"}, _nothing),
+    "warp_always": ("warp trained in every P-model, camera moving or not", {}, _warp_always),
     "key_every_2": ("a new group (I-model) every 2 clips", {"key_interval": 2}, _nothing),
 }  # fmt: skip
 

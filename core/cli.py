@@ -37,7 +37,7 @@ ENCODE_FLAGS: dict[str, dict[str, Any]] = {
     "--width": {"type": int, "help": "downscale to this width, keeping the aspect ratio"},
     "--seed": {"type": int},
     "--device": {"help": "cpu or cuda[:N]"},
-    "--backbone": {"choices": ["grid", "nerv"]},
+    "--backbone": {"choices": ["gridwarp", "grid", "nerv"]},
 }
 
 

@@ -13,6 +13,7 @@ from torch.func import functional_call
 from core.codec.decoder import clip_times
 from core.codec.init import Params
 from core.codec.model import BackboneConfig, build_model
+from core.codec.motion import Motion, search_warp
 from core.codec.rqec import Residual
 
 RATE_WARMUP = 0.2
@@ -28,11 +29,18 @@ class FitSettings:
     batch: int
     seed: int
     device: str = "cpu"
+    motion_search: bool = False  # P-models of the warp backbone: register before training
 
 
 def frames_to_tensor(frames: np.ndarray, device: str | torch.device) -> torch.Tensor:
     """(n, H, W, 3) uint8 -> (n, 3, H, W) float32 in [0, 1]."""
     return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    q: dict[str, np.ndarray]  # the quantised residual, int32 per layer
+    motion: Motion | None  # the motion search's finding (None: no search)
 
 
 def fit_residual(
@@ -43,7 +51,7 @@ def fit_residual(
     clip_length: int,
     fit: FitSettings,
     progress: Progress | None = None,
-) -> dict[str, np.ndarray]:
+) -> Fitted:
     """Train delta = theta - theta' for `fit.steps` Adam steps; return q = round(delta/step).
 
     Minibatches of frames are drawn without replacement from a seeded generator, the
@@ -58,7 +66,22 @@ def fit_residual(
     times = clip_times(len(frames), clip_length).to(device)
     n, pixels = len(frames), frames.shape[0] * frames.shape[1] * frames.shape[2]
     batch = min(fit.batch, n)
-    opt = torch.optim.Adam(residual.parameters(), lr=fit.lr)
+    # The warp trains only in a P-model whose motion search found the camera moving: in
+    # I-models and on a still camera a trainable warp random-walks under Adam and its
+    # sub-pixel resampling blurs the frames (measured in docs/method.md).
+    lr_scale = {"warp": 0.0}
+    motion: Motion | None = None
+    if fit.motion_search and "warp" in start:
+        motion = search_warp(cfg, start, target, clip_length, device)
+        if motion.moving:
+            lr_scale["warp"] = 1.0
+    opt = torch.optim.Adam(
+        [
+            {"params": [d], "lr": fit.lr * lr_scale.get(name, 1.0)}
+            for name, d in zip(residual.names, residual.delta, strict=True)
+        ],
+        lr=fit.lr,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / max(1, fit.steps)))
     )
@@ -83,4 +106,4 @@ def fit_residual(
             progress(it + 1, fit.steps, float(mse.detach()))  # every 10: .item() syncs CUDA
     q = residual.quantised()
     del model, residual, opt, target
-    return q
+    return Fitted(q, motion)

@@ -43,10 +43,20 @@ def seeded_uniform(seed: int, stream: int, n: int) -> np.ndarray:
     return u24 / float(1 << 23) - 1.0
 
 
+# Parameters whose I-model start is zero rather than random: a random global warp would
+# jitter every frame by up to a pixel before training has to undo it.
+ZERO_START = frozenset({"warp"})
+# Time-slot parameters (Tg, ...) that II continues from the predecessor's last slot.
+TIME_SLOTS = ("grid", "warp")
+
+
 def seeded_init(shapes: dict[str, tuple[int, ...]], scales: dict[str, float], seed: int) -> Params:
     """PyTorch-like uniform(-bound, bound) init that any decoder regenerates from the seed."""
     out: Params = {}
     for i, (name, shape) in enumerate(shapes.items()):
+        if name in ZERO_START:
+            out[name] = np.zeros(shape, dtype=np.float32)
+            continue
         n = int(np.prod(shape))
         out[name] = (seeded_uniform(seed, i, n) * scales[name]).astype(np.float32).reshape(shape)
     return out
@@ -65,14 +75,17 @@ def interpolate(start_prev: Params, decoded_prev: Params, alpha_num: int) -> Par
 
 
 def continue_latents(start: Params) -> Params:
-    """For the grid backbone: every time slot of clip k's latent grid starts from the last
-    slot of clip k-1's, the content nearest in time to the new clip. Frame j of clip k is
-    L frames after frame j of clip k-1, so copying slot-for-slot (plain II) starts a moving
-    scene from stale content; measured in docs/method.md (pens: +0.5-1 dB at 4 % fewer bits)."""
-    if "grid" not in start:
-        return start
-    g = start["grid"]
-    return {**start, "grid": np.ascontiguousarray(np.broadcast_to(g[-1:], g.shape))}
+    """For the grid backbones: every time slot of clip k's latent grid (and global warp)
+    starts from the last slot of clip k-1's, the content (and camera pose) nearest in time
+    to the new clip. Frame j of clip k is L frames after frame j of clip k-1, so copying
+    slot-for-slot (plain II) starts a moving scene from stale content; measured in
+    docs/method.md."""
+    out = dict(start)
+    for name in TIME_SLOTS:
+        if name in start:
+            g = start[name]
+            out[name] = np.ascontiguousarray(np.broadcast_to(g[-1:], g.shape))
+    return out
 
 
 # --------------------------------------------------------------- choosing a_k (encoder only)

@@ -4,14 +4,18 @@ Every backbone maps times t in [0, 1) (frame j of a clip of nominal length L sit
 (j + 0.5) / L) to RGB frames. Its configuration is fully described by a small JSON-able
 dict that travels in the stream header, so the decoder rebuilds the identical network.
 
-Two stems are registered, both followed by the same NeRV decoder (conv 3x3 ->
+Three backbones are registered, all built on the same NeRV decoder (conv 3x3 ->
 PixelShuffle(2) -> GELU blocks, a conv head, a crop to the exact frame size so odd sizes
 work):
 
 * ``nerv``: positional encoding of t -> MLP -> base feature map (NeRV, NeurIPS 2021).
 * ``grid``: a learned temporal latent grid (Tg x C0 x h x w) linearly interpolated at t;
   a cheap stand-in for HNeRV/HiNeRV's content embeddings and grids, with far fewer
-  parameters for the base feature map than NeRV's MLP. The default (see docs/method.md).
+  parameters for the base feature map than NeRV's MLP.
+* ``gridwarp``: ``grid`` followed by a learned global affine warp per time slot (Tg x 6,
+  interpolated at t like the grid). The default (see docs/method.md): camera motion
+  (pans, zooms, rotation) becomes a few warp numbers instead of re-fitted decoder weights,
+  so a warm-started P-model mostly keeps its predecessor's content and only moves it.
 
 Model size is solved from a parameter budget and the frame size, never per resolution.
 """
@@ -84,15 +88,21 @@ class GridNeRV(nn.Module):
         self.decoder = _Decoder(cfg)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        # Linear interpolation between the two nearest time slots (slot centres at
-        # (i + 0.5) / Tg), clamped at the ends.
-        tg = self.cfg.grid_t
-        pos = (t * tg - 0.5).clamp(0, tg - 1)
-        i0 = pos.floor().long().clamp(max=tg - 1)
-        i1 = (i0 + 1).clamp(max=tg - 1)
-        w = (pos - i0.to(pos.dtype)).view(-1, 1, 1, 1)
-        x = self.grid[i0] * (1 - w) + self.grid[i1] * w
-        return self.decoder(x)
+        return self.decoder(_lerp(self.grid, *_slots(t, self.cfg.grid_t)))
+
+
+def _slots(t: torch.Tensor, tg: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two time slots nearest each t (slot centres at (i + 0.5) / Tg, clamped at the
+    ends) and the weight of the second."""
+    pos = (t * tg - 0.5).clamp(0, tg - 1)
+    i0 = pos.floor().long().clamp(max=tg - 1)
+    i1 = (i0 + 1).clamp(max=tg - 1)
+    return i0, i1, pos - i0.to(pos.dtype)
+
+
+def _lerp(slots: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    w = w.view(-1, *([1] * (slots.dim() - 1)))
+    return slots[i0] * (1 - w) + slots[i1] * w
 
 
 class MlpNeRV(nn.Module):
@@ -114,7 +124,41 @@ class MlpNeRV(nn.Module):
         return self.decoder(x)
 
 
-BACKBONES: dict[str, type[nn.Module]] = {"grid": GridNeRV, "nerv": MlpNeRV}
+class GridWarpNeRV(GridNeRV):
+    """GridNeRV whose frames are the decoder's output resampled by a global affine warp.
+
+    warp[i] holds the offsets (a00, a01, a02, a10, a11, a12) from the identity of
+    F.affine_grid's theta in normalised coordinates; all zeros reproduces the decoder's
+    frame exactly (bilinear sampling at the pixel centres, align_corners=False). Pixels
+    warped in from outside the frame repeat its border.
+    """
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__(cfg)
+        self.warp = nn.Parameter(torch.zeros(cfg.grid_t, 6))
+        self.register_buffer("identity", torch.tensor([1.0, 0, 0, 0, 1, 0]), persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.apply_warp(self.unwarped(t), t, self.warp)
+
+    def unwarped(self, t: torch.Tensor) -> torch.Tensor:
+        """The decoder's frames before the warp (the encoder's motion search aligns them)."""
+        return super().forward(t)
+
+    def apply_warp(self, frames: torch.Tensor, t: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
+        theta = (self.identity + _lerp(warp, *_slots(t, self.cfg.grid_t))).view(-1, 2, 3)
+        where = F.affine_grid(theta, list(frames.shape), align_corners=False)
+        return F.grid_sample(
+            frames, where, mode="bilinear", padding_mode="border", align_corners=False
+        )
+
+
+BACKBONES: dict[str, type[nn.Module]] = {
+    "grid": GridNeRV,
+    "gridwarp": GridWarpNeRV,
+    "nerv": MlpNeRV,
+}
+TEMPORAL_GRID = frozenset({"grid", "gridwarp"})  # backbones with Tg time slots
 
 
 def build_model(cfg: BackboneConfig) -> nn.Module:
@@ -151,7 +195,7 @@ def _config_for_width(
 ) -> BackboneConfig:
     stages, bh, bw = _base_grid(height, width)
     chans = _channels(c0, stages)
-    if name == "grid":
+    if name in TEMPORAL_GRID:
         grid_t = max(2, min(clip_length, math.ceil(clip_length / 2)))
         return BackboneConfig(name, height, width, bh, bw, chans, grid_t=grid_t)
     return BackboneConfig(name, height, width, bh, bw, chans, pe_freqs=8, mlp_hidden=max(16, c0))
@@ -197,12 +241,21 @@ def init_scale(name: str, tensor: torch.Tensor) -> float:
     return 1.0 / math.sqrt(fan_in)
 
 
+# The warp's scale is WARP_SCALE / max(H, W) in normalised coordinates (where 1 = half the
+# frame), i.e. WARP_SCALE / 2 pixels at the frame's edge: at q_den 8 its quantisation step
+# is 1/8 pixel of translation, or the rotation/zoom moving the edge by 1/8 pixel.
+WARP_SCALE = 2.0
+
+
 def param_scales(model: nn.Module) -> dict[str, float]:
     """init_scale for every parameter, biases taking their weight's fan-in."""
     named = dict(model.named_parameters())
     out: dict[str, float] = {}
     for name, p in named.items():
-        if name.endswith(".bias"):
+        if name == "warp":
+            cfg: BackboneConfig = model.cfg  # type: ignore[assignment]
+            out[name] = WARP_SCALE / max(cfg.height, cfg.width)
+        elif name.endswith(".bias"):
             out[name] = init_scale(name, named[name[: -len("bias")] + "weight"])
         else:
             out[name] = init_scale(name, p)

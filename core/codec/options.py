@@ -46,7 +46,7 @@ class EncodeOptions(BaseModel):
     width: int | None = Field(None, ge=8, le=16384, description="downscale to this width")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
-    backbone: Literal["grid", "nerv"] = "grid"
+    backbone: Literal["gridwarp", "grid", "nerv"] = "gridwarp"
     scene_cut: float = Field(
         0.5, ge=-1, le=1, description="correlation below which a new group starts"
     )

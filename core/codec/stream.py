@@ -32,7 +32,14 @@ from core.codec.init import (
     seeded_init,
     thumbnail,
 )
-from core.codec.model import BackboneConfig, build_model, config_for_budget, param_scales
+from core.codec.model import (
+    BACKBONES,
+    TEMPORAL_GRID,
+    BackboneConfig,
+    build_model,
+    config_for_budget,
+    param_scales,
+)
 from core.codec.options import P_LR_RATIO, P_STEPS_RATIO, EncodeOptions
 from core.codec.rqec import dequantise, layer_steps
 from core.metrics import psnr_per_frame
@@ -130,7 +137,7 @@ def check_backbone(header: StreamHeader) -> BackboneConfig:
         raise bad(f"channels {show(chans)} is not a list of 1..{MAX_STAGES + 1} integers")
     if any(type(c) is not int or not 1 <= c <= MAX_CHANNELS for c in chans):
         raise bad(f"channels {show(chans)} outside 1..{MAX_CHANNELS}")
-    if d.get("name") not in ("grid", "nerv"):
+    if d.get("name") not in BACKBONES:
         raise bad(f"unknown backbone {show(d.get('name'))}")
     if int_field("height", 1, MAX_SIDE) != header.height:
         raise bad(f"height {d['height']} differs from the stream's {header.height}")
@@ -141,7 +148,7 @@ def check_backbone(header: StreamHeader) -> BackboneConfig:
         raise bad(f"base_h {d['base_h']} x {up} does not cover the height")
     if int_field("base_w", 1, MAX_SIDE) * up < header.width:
         raise bad(f"base_w {d['base_w']} x {up} does not cover the width")
-    grid = d["name"] == "grid"
+    grid = d["name"] in TEMPORAL_GRID
     int_field("grid_t", 1 if grid else 0, 4096)
     int_field("pe_freqs", 0 if grid else 1, 64)
     int_field("mlp_hidden", 0 if grid else 1, 1 << 20)
@@ -229,10 +236,12 @@ def encode_clip(
         batch=pv.batch,
         seed=(opts.seed * 7919 + k) & 0xFFFFFFFF,
         device=opts.device,
+        motion_search=not key,
     )
     if opts.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    q = fit_residual(cfg, start, steps_q, frames, header.clip_length, fit, progress)
+    fitted = fit_residual(cfg, start, steps_q, frames, header.clip_length, fit, progress)
+    q = fitted.q
     names = list(shapes)
     layer_params, payload = entropy.encode_layers([q[nm] for nm in names])
     chunk = ClipChunk(k, first, n, key, alpha_num, pv.q_den, layer_params, payload).to_bytes()
@@ -251,6 +260,13 @@ def encode_clip(
         "a_k": alpha_num / ALPHA_DEN,
         "correlation": rho,
         "steps": fit.steps,
+        "motion": None
+        if fitted.motion is None
+        else {
+            "corner_px": fitted.motion.corner_px,
+            "gain": fitted.motion.gain,
+            "warp_trained": fitted.motion.moving,
+        },
         "bytes": len(chunk),
         "bits": bits,
         "bpp": bits / (n * header.width * header.height),

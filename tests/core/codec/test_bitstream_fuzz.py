@@ -176,7 +176,7 @@ JSON = st.recursive(
 BACKBONE_VALUES = st.one_of(
     st.integers(-5, 20),
     st.integers(2**20, 2**40),
-    st.sampled_from(["grid", "nerv", "", "x"]),
+    st.sampled_from(["grid", "gridwarp", "nerv", "", "x"]),
     st.lists(st.integers(-2, 10**6), max_size=16),
     JSON,
 )

@@ -67,6 +67,14 @@ def test_correlation_detects_a_cut() -> None:
 
 def test_continue_latents_holds_the_last_slot() -> None:
     g = np.arange(24, dtype=np.float32).reshape(4, 2, 3, 1)
-    out = continue_latents({"grid": g, "w": np.ones(3, np.float32)})
+    warp = np.arange(24, dtype=np.float32).reshape(4, 6)
+    out = continue_latents({"grid": g, "warp": warp, "w": np.ones(3, np.float32)})
     assert all((out["grid"][i] == g[-1]).all() for i in range(4))
+    assert all((out["warp"][i] == warp[-1]).all() for i in range(4))
     np.testing.assert_array_equal(out["w"], np.ones(3))
+
+
+def test_the_warp_starts_at_the_identity() -> None:
+    p = seeded_init({"w": (4, 3), "warp": (2, 6)}, {"w": 0.5, "warp": 0.1}, seed=1)
+    np.testing.assert_array_equal(p["warp"], np.zeros((2, 6)))
+    assert np.abs(p["w"]).min() > 0

@@ -1,0 +1,97 @@
+"""Global motion search for the warp backbone: where the previous clip's content went.
+
+A P-model starts from its predecessor, whose frames show the scene where the camera left
+it. Before training, the encoder registers those frames to the new clip: it fits only the
+warp (Tg x 6 affine offsets) so that the start model's frames, warped, match the clip,
+coarse to fine so that motions of many pixels are found. Training then starts its warp
+residual there and refines it with a small learning rate, so the warp follows the camera
+without the random walk a full learning rate gives it on a still camera (measured in
+docs/method.md). Like block motion search in a classic encoder, this runs only in the
+encoder; what reaches the stream is the quantised warp residual.
+
+Hand-rolled rather than OpenCV's findTransformECC: the warp must be exactly the model's
+(affine_grid/grid_sample in normalised coordinates, slot interpolation), and OpenCV is not
+otherwise a dependency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from core.codec.decoder import clip_times
+from core.codec.init import Params
+from core.codec.model import BackboneConfig, GridWarpNeRV, build_model
+
+# The camera counts as moving when the best warp moves a corner by MOTION_PX or more and
+# removes at least MIN_GAIN of the start model's error on the clip.
+MOTION_PX = 2.0
+MIN_GAIN = 0.3
+SCALES = (4, 2, 1)  # average-pooling factors, coarse to fine
+STEPS_PER_SCALE = 40
+LR = 1e-2
+
+
+@dataclass(frozen=True)
+class Motion:
+    warp: np.ndarray  # the best aligning warp (Tg x 6)
+    corner_px: float  # its largest corner displacement from the start's warp, in pixels
+    mse_still: float  # start model vs the clip, full resolution, with the start's warp
+    mse_moved: float  # ... with the found warp
+
+    @property
+    def gain(self) -> float:
+        """The fraction of the start's error the found warp removes."""
+        return 1.0 - self.mse_moved / self.mse_still if self.mse_still > 0 else 0.0
+
+    @property
+    def moving(self) -> bool:
+        return self.corner_px >= MOTION_PX and self.gain >= MIN_GAIN
+
+
+def search_warp(
+    cfg: BackboneConfig,
+    start: Params,
+    target: torch.Tensor,
+    clip_length: int,
+    device: torch.device,
+) -> Motion:
+    """The warp (Tg x 6) that best aligns the start model's frames to `target`
+    ((n, 3, H, W) floats in [0, 1]), starting from the start's own warp."""
+    model = build_model(cfg).to(device)
+    if not isinstance(model, GridWarpNeRV):
+        raise ValueError(f"backbone {cfg.name!r} has no warp to search")
+    weights = {n: torch.from_numpy(v).to(device) for n, v in start.items()}
+    model.load_state_dict(weights, strict=True)
+    times = clip_times(len(target), clip_length).to(device)
+    with torch.no_grad():
+        frames = model.unwarped(times)
+    still = weights["warp"]
+    warp = still.clone().requires_grad_(True)
+    opt = torch.optim.Adam([warp], lr=LR)
+    for s in SCALES:
+        src = F.avg_pool2d(frames, s, ceil_mode=True) if s > 1 else frames
+        dst = F.avg_pool2d(target, s, ceil_mode=True) if s > 1 else target
+        for _ in range(STEPS_PER_SCALE):
+            loss = torch.mean((model.apply_warp(src, times, warp) - dst) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        mse_still = float(torch.mean((model.apply_warp(frames, times, still) - target) ** 2))
+        mse_moved = float(torch.mean((model.apply_warp(frames, times, warp) - target) ** 2))
+    found = warp.detach().cpu().numpy()
+    px = corner_motion_px(found - start["warp"], cfg.height, cfg.width)
+    return Motion(found, px, mse_still, mse_moved)
+
+
+def corner_motion_px(delta: np.ndarray, height: int, width: int) -> float:
+    """The largest displacement, in pixels, that warp offsets `delta` (Tg x 6) give any
+    corner of the frame in any slot."""
+    a = np.asarray(delta, dtype=np.float64).reshape(-1, 2, 3)
+    corners = np.array([[x, y, 1.0] for x in (-1.0, 1.0) for y in (-1.0, 1.0)])
+    moved = np.einsum("kij,cj->kci", a, corners) * np.array([width / 2, height / 2])
+    return float(np.sqrt((moved**2).sum(-1)).max(initial=0.0))

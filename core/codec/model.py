@@ -201,6 +201,11 @@ def _config_for_width(
     return BackboneConfig(name, height, width, bh, bw, chans, pe_freqs=8, mlp_hidden=max(16, c0))
 
 
+def smallest_model(name: str, height: int, width: int, clip_length: int) -> int:
+    """Parameters of the narrowest model of this backbone for this frame size."""
+    return count_params(_config_for_width(name, height, width, 4, clip_length))
+
+
 def config_for_budget(
     name: str, height: int, width: int, clip_length: int, params: int
 ) -> BackboneConfig:

@@ -39,6 +39,7 @@ from core.codec.model import (
     build_model,
     config_for_budget,
     param_scales,
+    smallest_model,
 )
 from core.codec.options import P_LR_RATIO, P_STEPS_RATIO, EncodeOptions
 from core.codec.rqec import dequantise, layer_steps
@@ -92,7 +93,12 @@ def plan_stream(info: VideoInfo, opts: EncodeOptions) -> StreamHeader:
     width, height = scaled_size(info.width, info.height, opts.width)
     frames = min(info.frames, opts.frames) if opts.frames else info.frames
     clip_length = frames if opts.mode == "whole" else min(opts.clip_length, frames)
-    budget = opts.params or max(2000, round(opts.preset_values.params_per_pixel * width * height))
+    budget = opts.params or max(
+        # An unset budget never falls below the narrowest model (tiny frames); an explicit
+        # --params that does is refused by config_for_budget with the sizes in the message.
+        smallest_model(opts.backbone, height, width, clip_length),
+        round(opts.preset_values.params_per_pixel * width * height),
+    )
     cfg = config_for_budget(opts.backbone, height, width, clip_length, budget)
     return StreamHeader(
         width=width,

@@ -165,3 +165,12 @@ def test_scene_cut_starts_a_new_group(pens: Path, tmp_path: Path) -> None:
         prev = r.state
     assert [m["key"] for m in metrics] == [True, False, True, False]
     assert metrics[2]["correlation"] < opts.scene_cut < metrics[1]["correlation"]
+
+
+def test_default_budget_fits_tiny_frames(pens: Path) -> None:
+    # 1 parameter per pixel of a 16x13 frame is below the narrowest model: the default
+    # budget grows to it instead of refusing; an explicit --params below it is refused.
+    h = plan_stream(probe(pens), EncodeOptions(width=16))
+    assert (h.width, h.height) == (16, 13)
+    with pytest.raises(ValueError, match="too small for 16x13"):
+        plan_stream(probe(pens), EncodeOptions(width=16, params=500))

@@ -95,9 +95,15 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     def on_clip(res: Any) -> None:
         m = res.metrics
         if not args.quiet:
+            motion = m.get("motion")
+            moved = (
+                f" camera moved {motion['corner_px']:.1f} px (warp trained)"
+                if motion and motion["warp_trained"]
+                else ""
+            )
             tqdm.write(
                 f"  clip {m['index']}: {'I' if m['key'] else 'P'} a={m['a_k']:.2f} "
-                f"{m['psnr']:.2f} dB {m['bpp']:.4f} bpp {m['bytes']} B {m['seconds']:.1f} s"
+                f"{m['psnr']:.2f} dB {m['bpp']:.4f} bpp {m['bytes']} B {m['seconds']:.1f} s" + moved
             )
 
     report = encode_file(

@@ -16,13 +16,14 @@ otherwise a dependency.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from core.codec.decoder import clip_times
+from core.codec.decoder import RENDER_BATCH, clip_times
 from core.codec.init import Params
 from core.codec.model import BackboneConfig, GridWarpNeRV, build_model
 
@@ -30,7 +31,8 @@ from core.codec.model import BackboneConfig, GridWarpNeRV, build_model
 # removes at least MIN_GAIN of the start model's error on the clip.
 MOTION_PX = 2.0
 MIN_GAIN = 0.3
-SCALES = (4, 2, 1)  # average-pooling factors, coarse to fine
+WORK_WIDTH = 256  # the search runs on frames pooled to about this width or less
+SCALES = (4, 2, 1)  # further average-pooling factors, coarse to fine
 STEPS_PER_SCALE = 40
 LR = 1e-2
 
@@ -39,7 +41,7 @@ LR = 1e-2
 class Motion:
     warp: np.ndarray  # the best aligning warp (Tg x 6)
     corner_px: float  # its largest corner displacement from the start's warp, in pixels
-    mse_still: float  # start model vs the clip, full resolution, with the start's warp
+    mse_still: float  # start model vs the clip (at the search's size), with the start's warp
     mse_moved: float  # ... with the found warp
 
     @property
@@ -67,14 +69,23 @@ def search_warp(
     weights = {n: torch.from_numpy(v).to(device) for n, v in start.items()}
     model.load_state_dict(weights, strict=True)
     times = clip_times(len(target), clip_length).to(device)
+    # Detecting and sizing a global motion needs no more than ~WORK_WIDTH pixels across:
+    # everything runs at that size, so the search costs the same at 160 px and at 4K, and
+    # memory stays a few small frames (rendered RENDER_BATCH at a time, pooled at once).
+    base = max(1, math.ceil(cfg.width / WORK_WIDTH))
     with torch.no_grad():
-        frames = model.unwarped(times)
+        frames = torch.cat(
+            [
+                _pool(model.unwarped(times[i : i + RENDER_BATCH]), base)
+                for i in range(0, len(times), RENDER_BATCH)
+            ]
+        )
+        target = _pool(target, base)
     still = weights["warp"]
     warp = still.clone().requires_grad_(True)
     opt = torch.optim.Adam([warp], lr=LR)
     for s in SCALES:
-        src = F.avg_pool2d(frames, s, ceil_mode=True) if s > 1 else frames
-        dst = F.avg_pool2d(target, s, ceil_mode=True) if s > 1 else target
+        src, dst = _pool(frames, s), _pool(target, s)
         for _ in range(STEPS_PER_SCALE):
             loss = torch.mean((model.apply_warp(src, times, warp) - dst) ** 2)
             opt.zero_grad(set_to_none=True)
@@ -86,6 +97,10 @@ def search_warp(
     found = warp.detach().cpu().numpy()
     px = corner_motion_px(found - start["warp"], cfg.height, cfg.width)
     return Motion(found, px, mse_still, mse_moved)
+
+
+def _pool(x: torch.Tensor, factor: int) -> torch.Tensor:
+    return F.avg_pool2d(x, factor, ceil_mode=True) if factor > 1 else x
 
 
 def corner_motion_px(delta: np.ndarray, height: int, width: int) -> float:

@@ -174,3 +174,19 @@ def test_default_budget_fits_tiny_frames(pens: Path) -> None:
     assert (h.width, h.height) == (16, 13)
     with pytest.raises(ValueError, match="too small for 16x13"):
         plan_stream(probe(pens), EncodeOptions(width=16, params=500))
+
+
+@pytest.mark.parametrize("backbone", ["grid", "nerv"])
+def test_other_backbones_still_round_trip(pens: Path, backbone: str) -> None:
+    # Streams of the earlier default (`grid`) and of `nerv` must keep decoding exactly.
+    opts = TINY.model_copy(update={"backbone": backbone, "steps": 3, "params": 9000})
+    header = plan_stream(probe(pens), opts)
+    assert header.backbone["name"] == backbone
+    prev_enc = prev_dec = None
+    for k, frames in enumerate(
+        iter_clips(pens, header.clip_length, frames=header.frames, width=opts.width)
+    ):
+        r = encode_clip(header, k, frames, prev_enc, opts)
+        out, prev_dec = decode_clip(header, r.chunk, prev_dec)
+        np.testing.assert_array_equal(out, r.frames)
+        prev_enc = r.state

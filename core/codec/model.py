@@ -129,8 +129,8 @@ class GridWarpNeRV(GridNeRV):
 
     warp[i] holds the offsets (a00, a01, a02, a10, a11, a12) from the identity of
     F.affine_grid's theta in normalised coordinates; all zeros reproduces the decoder's
-    frame exactly (bilinear sampling at the pixel centres, align_corners=False). Pixels
-    warped in from outside the frame repeat its border.
+    frame up to float rounding (< 1e-4: bilinear sampling at the pixel centres,
+    align_corners=False). Pixels warped in from outside the frame repeat its border.
     """
 
     def __init__(self, cfg: BackboneConfig) -> None:

@@ -3,9 +3,10 @@
 A P-model starts from its predecessor, whose frames show the scene where the camera left
 it. Before training, the encoder registers those frames to the new clip: it fits only the
 warp (Tg x 6 affine offsets) so that the start model's frames, warped, match the clip,
-coarse to fine so that motions of many pixels are found. Training then starts its warp
-residual there and refines it with a small learning rate, so the warp follows the camera
-without the random walk a full learning rate gives it on a still camera (measured in
+coarse to fine so that motions of many pixels are found. The finding decides whether the
+P-model's warp trains (full learning rate, from the held pose) or stays frozen: trained
+on a still camera the warp random-walks under Adam and blurs the frames, frozen on a
+turning camera the decoder must re-fit the whole scene (both measured in
 docs/method.md). Like block motion search in a classic encoder, this runs only in the
 encoder; what reaches the stream is the quantised warp residual.
 

@@ -40,8 +40,7 @@ LR = 1e-2
 
 @dataclass(frozen=True)
 class Motion:
-    warp: np.ndarray  # the best aligning warp (Tg x 6)
-    corner_px: float  # its largest corner displacement from the start's warp, in pixels
+    corner_px: float  # the best warp's largest corner displacement from the start's, in px
     mse_still: float  # start model vs the clip (at the search's size), with the start's warp
     mse_moved: float  # ... with the found warp
 
@@ -62,8 +61,8 @@ def search_warp(
     clip_length: int,
     device: torch.device,
 ) -> Motion:
-    """The warp (Tg x 6) that best aligns the start model's frames to `target`
-    ((n, 3, H, W) floats in [0, 1]), starting from the start's own warp."""
+    """How far the warp (Tg x 6) that best aligns the start model's frames to `target`
+    ((n, 3, H, W) floats in [0, 1]) moves from the start's own, and what it explains."""
     model = build_model(cfg).to(device)
     if not isinstance(model, GridWarpNeRV):
         raise ValueError(f"backbone {cfg.name!r} has no warp to search")
@@ -95,9 +94,8 @@ def search_warp(
     with torch.no_grad():
         mse_still = float(torch.mean((model.apply_warp(frames, times, still) - target) ** 2))
         mse_moved = float(torch.mean((model.apply_warp(frames, times, warp) - target) ** 2))
-    found = warp.detach().cpu().numpy()
-    px = corner_motion_px(found - start["warp"], cfg.height, cfg.width)
-    return Motion(found, px, mse_still, mse_moved)
+    px = corner_motion_px(warp.detach().cpu().numpy() - start["warp"], cfg.height, cfg.width)
+    return Motion(px, mse_still, mse_moved)
 
 
 def _pool(x: torch.Tensor, factor: int) -> torch.Tensor:

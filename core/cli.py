@@ -14,31 +14,50 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
 from core.codec.bitstream import BitstreamError
 from core.codec.entropy import EntropyError
+from core.codec.options import BackboneNames
 from core.video import VideoError
 
 log = logging.getLogger("uarnvc")
 
-ENCODE_FLAGS: dict[str, dict[str, Any]] = {
-    # flag: argparse kwargs; dest = EncodeOptions field (alias `lambda` -> lam)
-    "--mode": {"choices": ["uar", "independent", "whole"], "help": "default uar"},
-    "--clip-length": {"type": int, "help": "frames per clip: the latency knob (default 16)"},
-    "--preset": {"choices": ["fast", "medium", "slow"], "help": "default fast"},
-    "--lambda": {"type": float, "dest": "lam", "help": "rate weight in MSE + lambda*bpp"},
-    "--params": {"type": int, "help": "parameters per clip model (default from preset)"},
-    "--steps": {"type": int, "help": "training steps per clip (default from preset)"},
-    "--key-interval": {"type": int, "help": "clips per group of models; 0: scene cuts only"},
-    "--frames": {"type": int, "help": "encode only the first N frames"},
-    "--width": {"type": int, "help": "downscale to this width, keeping the aspect ratio"},
-    "--seed": {"type": int},
-    "--device": {"help": "cpu or cuda[:N]"},
-    "--backbone": {"choices": ["gridwarp", "grid", "nerv"]},
-}
+
+def _encode_flags() -> dict[str, dict[str, Any]]:
+    """flag -> argparse kwargs, derived from EncodeOptions' fields (core/codec/options.py):
+    the type, choices, help and default shown come from the one definition."""
+    from core.codec.options import CALLER_OPTIONS, EncodeOptions
+
+    flags: dict[str, dict[str, Any]] = {}
+    for name in CALLER_OPTIONS:
+        info = EncodeOptions.model_fields[name]
+        flag = "--" + (info.alias or name).replace("_", "-")
+        kw: dict[str, Any] = {"dest": name, "help": info.description or ""}
+        kind = info.annotation
+        if get_origin(kind) in (Union, UnionType):  # X | None: the X
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        if get_origin(kind) is Literal:
+            kw["choices"] = list(get_args(kind))
+        elif kind in (int, float):
+            kw["type"] = kind
+        if name == "backbone":  # the registry, loaded only when the flag is used
+            kw.update(choices=BackboneNames(), metavar="NAME")
+            kw["help"] += ": %(choices)s"
+        if info.default is not None:
+            kw["help"] += (
+                f" (default {info.default:g})"
+                if isinstance(info.default, float)
+                else f" (default {info.default})"
+            )
+        flags[flag] = kw
+    return flags
+
+
+ENCODE_FLAGS = _encode_flags()
 
 
 def add_encode_options(p: argparse.ArgumentParser) -> None:
@@ -51,8 +70,8 @@ def encode_options_from_args(args: argparse.Namespace) -> Any:
     from core.codec.options import EncodeOptions
 
     values = {}
-    for flag, kw in ENCODE_FLAGS.items():
-        dest = kw.get("dest", flag[2:].replace("-", "_"))
+    for kw in ENCODE_FLAGS.values():
+        dest = kw["dest"]
         v = getattr(args, dest, None)
         if v is not None:
             values[dest] = v
@@ -62,16 +81,75 @@ def encode_options_from_args(args: argparse.Namespace) -> Any:
 # ---------------------------------------------------------------------------- commands
 
 
+def _flag(fit: Any) -> str:
+    """A Fit as the flag that makes it: `--width 640 (~25m00s)`."""
+    from core.codec.estimate import duration
+
+    ((name, value),) = fit.options.items()
+    when = "a GPU" if fit.seconds is None else f"~{duration(fit.seconds)}"
+    return f"--{name.replace('_', '-')} {value} ({when})"
+
+
+def eta_line(est: Any) -> str:
+    """The one `ETA` line printed before training (its format is what tests read)."""
+    from core.codec.estimate import duration
+
+    cal = est.calibration
+    how = "cached calibration" if est.cached else f"calibrated in {cal.measured_seconds:.1f}s"
+    return (
+        f"ETA {duration(est.seconds)} total, {duration(est.per_clip)} per clip "
+        f"({est.clips} clips, {est.width}x{est.height}, {est.steps} steps, {est.params} "
+        f"parameters; a step takes {1000 * cal.step:.1f} ms on {cal.device}, {how})"
+    )
+
+
+def _announce(args: argparse.Namespace, opts: Any) -> Any:
+    """Estimate the encode, print the ETA line (and what would fit when it is long);
+    None when UARNVC_MAX_ENCODE_SECONDS refuses it."""
+    from core.codec.chain import plan_stream
+    from core.codec.estimate import HOUR, alternatives, duration, estimate
+    from core.settings import get_settings
+    from core.video import probe
+
+    settings = get_settings()
+    info = probe(args.input)
+    est = estimate(plan_stream(info, opts), opts, settings.calibration_dir)
+    print(eta_line(est), flush=True)
+    limit = settings.cli_max_encode_seconds
+    bound = min(limit, HOUR) if limit else HOUR
+    if est.seconds > bound:
+        fits = alternatives(info, opts, bound, settings.calibration_dir)
+        what = "over an hour" if bound == HOUR else f"over {duration(bound)}"
+        fix = "; to fit: " + ", ".join(_flag(f) for f in fits) if fits else ""
+        print(f"ETA {what}{fix}", flush=True)
+    if limit and est.seconds > limit:
+        print(
+            f"uarnvc encode: error: the estimate {duration(est.seconds)} exceeds "
+            f"UARNVC_MAX_ENCODE_SECONDS ({duration(limit)})",
+            file=sys.stderr,
+        )
+        return None
+    return est
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from core.codec.encoder import Progress
-    from core.codec.pipeline import encode_file
+    from core.codec.estimate import JobClock, duration
+    from core.codec.files import encode_file
+    from core.codec.fit import Progress
 
     opts = encode_options_from_args(args)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    est = _announce(args, opts)
+    if est is None:
+        return 1
+    clock = JobClock(est.clip_seconds)
     bars: list[tqdm] = []
 
     def clip_progress(k: int, n: int) -> Progress:
+        clock.clip_started(k)
         bar = tqdm(
             total=1,
             desc=f"clip {k + 1}/{n}",
@@ -83,17 +161,19 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         bars.append(bar)
 
         def step(i: int, total: int, loss: float) -> None:
+            clock.progress(k, i / max(1, total))
             bar.total = total
             bar.update(i - bar.n)
             if i % 25 == 0 or i == total:
-                bar.set_postfix(mse=f"{loss:.2e}")
+                bar.set_postfix(mse=f"{loss:.2e}", job_eta=duration(clock.remaining()))
             if i == total:
                 bar.close()
 
         return step
 
     def on_clip(res: Any) -> None:
-        m = res.metrics
+        m = res.metrics.model_dump()
+        clock.clip_done(m["index"], m["seconds"])
         if not args.quiet:
             motion = m.get("motion")
             moved = (
@@ -103,11 +183,12 @@ def _cmd_encode(args: argparse.Namespace) -> int:
             )
             tqdm.write(
                 f"  clip {m['index']}: {'I' if m['key'] else 'P'} a={m['a_k']:.2f} "
+                f"q={m['quality']:.1f} "
                 f"{m['psnr']:.2f} dB {m['bpp']:.4f} bpp {m['bytes']} B {m['seconds']:.1f} s" + moved
             )
 
     report = encode_file(
-        args.input, args.output, opts, clip_progress=clip_progress, on_clip=on_clip
+        args.input, args.output, opts, jobs=args.jobs, clip_progress=clip_progress, on_clip=on_clip
     )
     t = report["total"]
     print(
@@ -121,7 +202,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from core.codec.pipeline import decode_file
+    from core.codec.files import decode_file
 
     r = decode_file(args.input, args.output, args.clips, args.device)
     print(f"{r['output']}: {r['frames']} frames (clips {r['clips'][0]}:{r['clips'][1]})")
@@ -129,7 +210,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from core.codec.pipeline import stream_info
+    from core.codec.files import stream_info
 
     info = stream_info(args.input)
     if args.json:
@@ -165,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
     add_encode_options(p)
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="independent groups of models (see --key-interval) trained at once on the "
+        "device; the bytes do not depend on it (default 1)",
+    )
     p.add_argument("--json", metavar="METRICS.json", help="write per-clip and total metrics")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_encode)
@@ -181,11 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_info)
 
+    broken = []
     for ep in entry_points(group="uarnvc.commands"):
         try:
             ep.load()(sub)
         except Exception as e:  # a broken plugin must not take the codec commands down
-            log.debug("command %s unavailable: %s", ep.name, e)
+            broken.append(f"{ep.name} ({type(e).__name__}: {e})")
+    if broken:  # shown on --help, so a command that vanished says why
+        parser.epilog = "unavailable commands: " + "; ".join(broken)
     return parser
 
 

@@ -1,6 +1,9 @@
-"""Jobs and clips: pydantic models, the object layout, and status derived from the store.
+"""Jobs and clips: pydantic models, the object layout, and their reads and writes.
 
-Nothing about a job lives anywhere but the object store (DESIGN.md §3), so any API
+The status of a job is derived from these objects in core/status.py; the URLs a status
+carries are the API's (api/links.py).
+
+Nothing about a job lives anywhere but the object store (docs/service.md), so any API
 replica can answer for any job, a retried task sees exactly what was done, and a crashed
 worker loses at most the clip it was training. Layout, one prefix per job:
 
@@ -13,10 +16,15 @@ worker loses at most the clip it was training. Layout, one prefix per job:
     jobs/{id}/clips/{k}.json    metrics of clip k
     jobs/{id}/state/{k}         theta_hat_k (a cache: rebuildable from chunks 0..k)
     jobs/{id}/lease/{k}         who trains clip k now, until when, how far
+    jobs/{id}/lease/split       who splits the source now, until when
+    jobs/{id}/reaped/{name}     one per re-queue by the reaper (worker/reaper.py)
     jobs/{id}/failed.json       ErrorInfo; the job is failed
     jobs/{id}/cancelled.json    tombstone; the job was cancelled and its data deleted
+    jobs/{id}/hooks/{hook}.json a webhook event and its delivery (core/webhooks.py)
     owners/{owner}/{ms}-{id}    per-caller index for listing, ordered by creation
-    idem/{owner}/{sha256(key)}  Idempotency-Key -> job id
+    active/{owner}/{id}         the caller's unfinished jobs (quotas; pruned lazily)
+    idem/{owner}/{sha256(key)}/{generation}  Idempotency-Key claims -> job id
+    uploads/{id}/...            resumable (tus) uploads (core/uploads.py)
 """
 
 from __future__ import annotations
@@ -28,18 +36,18 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model
 
+from core.codec.options import CALLER_OPTIONS, SERVER_DECIDES, EncodeOptions, optional_fields
 from core.storage import NotFound, ObjectStore
 
-if TYPE_CHECKING:
-    from core.codec.options import EncodeOptions
-
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID_RE = re.compile(r"[0-9a-f]{32}")  # fullmatch: `$` would let "...\n" through
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ClipState = Literal["pending", "running", "done"]
+ApiPreset = Literal["fast", "medium", "slow"]  # the presets a caller may choose (no GPU-only one)
+API_PRESETS: tuple[str, ...] = get_args(ApiPreset)
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -49,7 +57,7 @@ def new_job_id() -> str:
 
 
 def valid_job_id(job_id: str) -> bool:
-    return bool(JOB_ID_RE.match(job_id))
+    return isinstance(job_id, str) and JOB_ID_RE.fullmatch(job_id) is not None
 
 
 def owner_id(api_key: str | None) -> str:
@@ -93,40 +101,52 @@ class Keys:
     def lease(self, k: int) -> str:
         return f"{self.prefix}lease/{k}"
 
+    split_lease = property(lambda self: self.prefix + "lease/split")
+
+    def reaped(self, name: str) -> str:
+        return f"{self.prefix}reaped/{name}"
+
 
 def owner_index_key(owner: str, created_ms: int, job_id: str) -> str:
     return f"owners/{owner}/{created_ms:014d}-{job_id}"
 
 
-def idempotency_key(owner: str, key: str) -> str:
-    return f"idem/{owner}/{hashlib.sha256(key.encode()).hexdigest()}"
+def active_key(owner: str, job_id: str) -> str:
+    return f"active/{owner}/{job_id}"
+
+
+def idempotency_prefix(owner: str, key: str) -> str:
+    """Claims of one Idempotency-Key live under this prefix, one object per generation."""
+    return f"idem/{owner}/{hashlib.sha256(key.encode()).hexdigest()}/"
 
 
 # ----------------------------------------------------------------------------- models
 
 
-class JobOptions(BaseModel):
-    """What a caller may choose; None = the codec's default. Device is the worker's."""
-
+class _JobOptionsBase(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
-
-    mode: Literal["uar", "independent", "whole"] | None = None
-    clip_length: int | None = Field(None, ge=1, le=10_000)
-    preset: Literal["fast", "medium", "slow"] | None = None
-    lam: float | None = Field(None, alias="lambda", ge=0)
-    params: int | None = Field(None, ge=1)
-    steps: int | None = Field(None, ge=1, le=1_000_000)
-    key_interval: int | None = Field(None, ge=0)
-    frames: int | None = Field(None, ge=1)
-    width: int | None = Field(None, ge=8)
-    seed: int | None = Field(None, ge=0)
 
     def to_encode_options(self, device: str = "cpu") -> EncodeOptions:
         """The codec's options (raises pydantic ValidationError on what the codec refuses)."""
-        from core.codec.options import EncodeOptions
-
         data = self.model_dump(exclude_none=True, by_alias=True)
         return EncodeOptions.model_validate({**data, "device": device})
+
+
+# What a caller may choose; None = the codec's default. Every field, its limits and its
+# help text come from EncodeOptions (core/codec/options.py); the service only narrows the
+# presets to those a CPU-or-GPU fleet serves in sane time.
+JobOptions = create_model(
+    "JobOptions",
+    __base__=_JobOptionsBase,
+    __doc__="What a caller may choose; None = the codec's default. Device is the worker's.",
+    **{
+        **optional_fields(n for n in CALLER_OPTIONS if n not in SERVER_DECIDES),
+        "preset": (
+            ApiPreset | None,
+            Field(None, description=EncodeOptions.model_fields["preset"].description),
+        ),
+    },
+)
 
 
 class InputInfo(BaseModel):
@@ -147,6 +167,16 @@ class ErrorInfo(BaseModel):
     detail: str
 
 
+class JobEstimate(BaseModel):
+    """The encode-time estimate made when the job was accepted (core/codec/estimate.py)."""
+
+    seconds: float = Field(description="The whole encode, on the API's device.")
+    per_clip_seconds: float
+    clips: int
+    step_seconds: float
+    device: str
+
+
 class Job(BaseModel):
     """job.json: written once when the job is accepted, never changed."""
 
@@ -160,6 +190,10 @@ class Job(BaseModel):
     input: InputInfo
     frames_planned: int = Field(description="From the probe; plan.json has the exact count.")
     clip_length: int = Field(description="Effective clip length (the whole video in mode whole).")
+    webhook_url: str | None = Field(
+        None, description="Where clip.done, job.succeeded and job.failed are POSTed."
+    )
+    estimate: JobEstimate | None = Field(None, description="None: not estimable at creation.")
 
 
 class PlannedClip(BaseModel):
@@ -175,6 +209,7 @@ class Plan(BaseModel):
     height: int
     frames: int
     clips: list[PlannedClip]
+    started_at: datetime | None = Field(None, description="When a worker began the job.")
 
 
 class ClipStatus(BaseModel):
@@ -191,30 +226,54 @@ class ClipStatus(BaseModel):
     key: bool | None = None
     progress: float | None = Field(None, description="0..1 while running")
     links: dict[str, str] = Field(default_factory=dict)
+    # The chunk is in the store (it may be "running" still, its metrics not written yet):
+    # what api/links.py needs to link it. Not part of the schema.
+    _committed: bool = PrivateAttr(False)
+
+    @property
+    def committed(self) -> bool:
+        return self._committed
 
 
 class JobStatus(BaseModel):
     id: str
-    status: JobState
+    status: JobState = Field(
+        description="queued: no worker is working on it right now (not started yet, or "
+        "waiting for a worker after one died or between clips for longer than the hand-off "
+        "grace); running: a worker holds a live lease on a clip or on the split"
+    )
     created_at: datetime
     filename: str | None
     options: JobOptions
     input: InputInfo
-    clips_total: int
+    clips_total: int = Field(
+        description="Clips of the job: exact when clips_total_known, else the probe's estimate"
+    )
+    clips_total_known: bool = Field(
+        False,
+        description="The frame count is final (the split has finished, or the container "
+        "states an exact count)",
+    )
+    clips_planned: int = Field(
+        0, description="Clips whose frames the split has stored so far (ready to train)"
+    )
     clips_done: int
     progress: float = Field(description="percent, 0..100")
     psnr: float | None = Field(None, description="dB over the frames done so far")
     bpp: float | None = Field(None, description="bits per pixel over the frames done so far")
     bytes: int = 0
     error: ErrorInfo | None = None
+    webhook_url: str | None = None
+    started_at: datetime | None = Field(None, description="When a worker began the job.")
+    eta_seconds: float | None = Field(
+        None,
+        description="Seconds of encoding left: the clips not done times the measured mean "
+        "clip time (the estimate's until a clip is done); null while not estimable, 0 "
+        "once succeeded. Time waiting for a worker is not included.",
+    )
+    estimate_seconds: float | None = Field(None, description="The estimate at creation.")
     clips: list[ClipStatus]
-    links: dict[str, str]
-
-
-class JobSummary(BaseModel):
-    id: str
-    created_at: datetime
-    links: dict[str, str]
+    links: dict[str, str] = Field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------- reads/writes
@@ -244,6 +303,62 @@ def load_plan(store: ObjectStore, job_id: str) -> Plan | None:
         return Plan.model_validate_json(store.get_bytes(Keys(job_id).plan))
     except NotFound:
         return None
+
+
+class LeaseRecord(BaseModel):
+    """lease/{k} (and lease/split): who works on it, until when, how far. Written by
+    worker/lease.py, read by the status, the chain and the reaper through this type."""
+
+    holder: str = ""
+    expires: float = 0.0  # Unix time; the holder renews it every ttl/3
+    progress: float | None = None  # 0..1 of the clip's training steps
+
+    def live(self, now: float | None = None) -> bool:
+        return self.expires > (time.time() if now is None else now)
+
+
+def read_lease(store: ObjectStore, key: str) -> LeaseRecord | None:
+    """The lease at `key`; None when absent or unreadable (a torn write counts as none)."""
+    try:
+        return LeaseRecord.model_validate_json(store.get_bytes(key))
+    except (NotFound, ValueError):
+        return None
+
+
+class ClipRecord(BaseModel):
+    """`jobs/{id}/clips/{k}.json`, what the service reports of a committed clip. The
+    worker writes the encoder's whole `ClipMetrics` (core/codec/report.py; its other
+    fields are kept as extras), or, when a crash lost those, the fields below recomputed
+    from the chunk and the source frames (`recomputed`: no training figures then)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    bytes: int
+    psnr: float
+    bpp: float | None = None
+    mse: float | None = None
+    frames: int | None = None
+    seconds: float | None = None  # the worker's time on the clip
+    steps: int | None = None
+    a_k: float | None = None
+    key: bool | None = None
+    done_at: float | None = None  # unix time of the commit: the hand-off to clip k+1
+    recomputed: bool = False
+
+
+def read_clip_record(store: ObjectStore, key: str) -> ClipRecord | None:
+    """The record at `key` (Keys.metrics), None if missing or unreadable."""
+    raw = read_json(store, key)
+    if raw is None:
+        return None
+    try:
+        return ClipRecord.model_validate(raw)
+    except ValueError:
+        return None
+
+
+def write_clip_record(store: ObjectStore, key: str, record: ClipRecord) -> None:
+    store.put_bytes(key, record.model_dump_json(exclude_none=True).encode())
 
 
 def read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
@@ -286,109 +401,6 @@ def planned_clips(frames: int, clip_length: int) -> list[PlannedClip]:
         )
         for i in range(n)
     ]
-
-
-def _psnr_of(clips: list[ClipStatus]) -> float | None:
-    """The mean of per-frame PSNR over the frames done: a clip's psnr is already the
-    mean over its frames, so this is their frame-weighted mean. The same definition as
-    `uarnvc encode` and core.metrics, so the API and a local decode agree."""
-    num = den = 0.0
-    for c in clips:
-        if c.psnr is None:
-            return None
-        num += c.frames * c.psnr
-        den += c.frames
-    return None if den == 0 else num / den
-
-
-def job_links(job_id: str, base: str = "/v1") -> dict[str, str]:
-    j = f"{base}/jobs/{job_id}"
-    return {
-        "self": j,
-        "bitstream": j + "/bitstream",
-        "decode": j + "/decode?format=mkv",
-        "events": j + "/events",
-    }
-
-
-def job_status(store: ObjectStore, job_id: str, *, base: str = "/v1") -> JobStatus | None:
-    """Derive the whole status from the objects that exist (one LIST + small GETs)."""
-    job = load_job(store, job_id)
-    if job is None:
-        return None
-    k = Keys(job_id)
-    keys = set(store.list(k.prefix))
-    plan = load_plan(store, job_id) if k.plan in keys else None
-    width = plan.width if plan else job.input.width
-    height = plan.height if plan else job.input.height
-    planned = plan.clips if plan else planned_clips(job.frames_planned, job.clip_length)
-
-    clips: list[ClipStatus] = []
-    for pc in planned:
-        c = ClipStatus(
-            index=pc.index, first_frame=pc.first_frame, frames=pc.frames, status="pending"
-        )
-        if k.chunk(pc.index) in keys and k.metrics(pc.index) not in keys:
-            # Committed but its metrics not written yet (or lost in a crash and being
-            # repaired): not "done", so a job never reports success with metrics missing.
-            c.status, c.progress = "running", 1.0
-            c.links = {"chunk": f"{base}/jobs/{job_id}/clips/{pc.index}"}
-        elif k.chunk(pc.index) in keys:
-            c.status = "done"
-            c.links = {"chunk": f"{base}/jobs/{job_id}/clips/{pc.index}"}
-            m = read_json(store, k.metrics(pc.index)) if k.metrics(pc.index) in keys else None
-            if m:
-                for f in ("bytes", "psnr", "bpp", "seconds", "steps", "a_k", "key"):
-                    if m.get(f) is not None:
-                        setattr(c, f, m[f])
-        elif k.lease(pc.index) in keys:
-            lease = read_json(store, k.lease(pc.index)) or {}
-            if lease.get("expires", 0) > time.time():
-                c.status = "running"
-                c.progress = lease.get("progress")
-        clips.append(c)
-
-    done = [c for c in clips if c.status == "done"]
-    error = None
-    if k.cancelled in keys:
-        state: JobState = "cancelled"
-    elif k.failed in keys:
-        state = "failed"
-        raw = read_json(store, k.failed) or {}
-        error = ErrorInfo(code=raw.get("code", "failed"), detail=raw.get("detail", ""))
-    elif plan is not None and len(done) == len(clips):
-        state = "succeeded"
-    elif plan is not None or any(c.status != "pending" for c in clips):
-        state = "running"
-    else:
-        state = "queued"
-
-    running = sum(c.progress or 0.0 for c in clips if c.status == "running")
-    progress = 100.0 * (len(done) + running) / max(1, len(clips))
-    if state == "succeeded":
-        progress = 100.0
-    total_bytes = sum(c.bytes or 0 for c in done)
-    pixels = sum(c.frames for c in done) * width * height
-    bpp = None
-    if done and pixels and all(c.bytes is not None for c in done):
-        bpp = 8 * total_bytes / pixels
-    return JobStatus(
-        id=job_id,
-        status=state,
-        created_at=job.created_at,
-        filename=job.filename,
-        options=job.options,
-        input=job.input,
-        clips_total=len(clips),
-        clips_done=len(done),
-        progress=round(progress, 2),
-        psnr=_psnr_of(done),
-        bpp=bpp,
-        bytes=total_bytes,
-        error=error,
-        clips=clips,
-        links=job_links(job_id, base),
-    )
 
 
 def list_jobs(

@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -89,10 +90,17 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
+def setup_logging(
+    level: str = "INFO", json_lines: bool = False, file: str | os.PathLike[str] | None = None
+) -> None:
     """Configure the root logger once per process (replacing earlier handlers, so a
-    re-run in the same process, e.g. tests, does not duplicate lines)."""
-    handler = logging.StreamHandler(sys.stderr)
+    re-run in the same process, e.g. tests, does not duplicate lines); to `file` (appended)
+    instead of stderr when given, so a console keeps only what is meant for people."""
+    handler: logging.Handler
+    if file is not None:
+        handler = logging.FileHandler(file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(ContextFilter())
     root = logging.getLogger()

@@ -1,31 +1,47 @@
-"""Object store: the single source of truth of the service (DESIGN.md §3).
+"""Object store: the single source of truth of the service (docs/service.md).
 
 Two backends behind one protocol: `LocalStore` (a directory, the embedded default) and
 `S3Store` (boto3; AWS S3, MinIO or any S3-compatible endpoint). Everything streams: a
 video is never held whole in memory. Keys are `/`-separated relative names; the stores
 refuse anything that could escape their root.
 
-Errors: `NotFound` (a `KeyError`) for a missing key; `StoreError` for everything a retry
-might fix (network, throttling, disk). Workers retry the latter with backoff.
+Errors: `NotFound` (a `KeyError`) for a missing key; `InvalidKey` (a `ValueError`) for a
+name no store can hold (checked before any call, and what a backend says of a name);
+`StoreError` for everything a retry might fix (network, throttling, disk). Workers retry
+the latter with backoff, and only a `StoreError` opens the API's circuit breaker: one
+request's bad name never makes the store look down (api/guard.py).
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import errno
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
     from core.settings import Settings
 
 COPY_CHUNK = 1024 * 1024
-_KEY_RE = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
+_KEY_RE = re.compile(r"[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*")
+MAX_KEY = 900  # S3 allows 1024 bytes; room for the store's own prefix
+MAX_PART = 200  # a file name on most file systems may have 255 bytes; room for temp names
+# What the OS says of a name rather than of the disk: the request's fault, not the store's.
+_NAME_ERRNOS = {
+    errno.ENAMETOOLONG,
+    errno.EINVAL,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ELOOP,
+    errno.EEXIST,
+}
 
 
 class StoreError(RuntimeError):
@@ -36,11 +52,35 @@ class NotFound(KeyError):
     """The key does not exist."""
 
 
+class InvalidKey(ValueError):
+    """No store can hold this name (never retried, never a sign the store is down)."""
+
+
 def check_key(key: str) -> str:
-    """Refuse keys that are empty, absolute or contain `..` (no path traversal)."""
-    if not _KEY_RE.match(key) or any(part in (".", "..") for part in key.split("/")):
-        raise ValueError(f"invalid object key {key!r}")
+    """Refuse keys that are empty, absolute, contain `..` (no path traversal) or are too
+    long for a file system or S3."""
+    parts = key.split("/")
+    if (
+        not _KEY_RE.fullmatch(key)
+        or any(part in (".", "..") for part in parts)
+        or len(key) > MAX_KEY
+        or any(len(part) > MAX_PART for part in parts)
+    ):
+        shown = key if len(key) <= 80 else key[:77] + "..."
+        raise InvalidKey(f"invalid object key {shown!r}")
     return key
+
+
+def _os_error(e: OSError, verb: str, key: str) -> Exception:
+    if e.errno in _NAME_ERRNOS:
+        return InvalidKey(f"cannot {verb} {key}: {e.strerror}")
+    return StoreError(f"cannot {verb} {key}: {e}")
+
+
+class ByteSink(Protocol):
+    """Anything bytes can be written to (a file, a hash-and-size sink, a pipe buffer)."""
+
+    def write(self, b: bytes, /) -> Any: ...
 
 
 @runtime_checkable
@@ -72,7 +112,7 @@ class ObjectStore(Protocol):
     def list_sizes(self, prefix: str) -> dict[str, int]:
         """Keys under `prefix` with their sizes in bytes, from one listing (for metrics)."""
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         """Immediate sub-"directories" of `prefix` (which ends with `/`), sorted, no slash."""
 
     def delete(self, key: str) -> None:
@@ -107,7 +147,7 @@ class LocalStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
         except OSError as e:
-            raise StoreError(f"cannot write {key}: {e}") from e
+            raise _os_error(e, "write", key) from e
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f
@@ -158,7 +198,7 @@ class LocalStore:
         except FileNotFoundError as e:
             raise NotFound(key) from e
         except OSError as e:
-            raise StoreError(f"cannot read {key}: {e}") from e
+            raise _os_error(e, "read", key) from e
         with f:
             yield f
 
@@ -168,7 +208,7 @@ class LocalStore:
         except FileNotFoundError as e:
             raise NotFound(key) from e
         except OSError as e:
-            raise StoreError(f"cannot read {key}: {e}") from e
+            raise _os_error(e, "read", key) from e
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -199,7 +239,7 @@ class LocalStore:
                 out[key] = (self.root / key).stat().st_size
         return out
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         base = self.root / prefix.rstrip("/") if prefix.strip("/") else self.root
         if not base.is_dir():
             return []
@@ -240,7 +280,7 @@ class S3Store:
         *,
         endpoint_url: str | None = None,
         region: str | None = None,
-        client: object | None = None,
+        client: Any = None,
         timeouts: tuple[float, float] = (60.0, 60.0),
         max_attempts: int = 5,
     ) -> None:
@@ -271,6 +311,8 @@ class S3Store:
             code = e.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
                 return NotFound(key)
+            if code in ("KeyTooLongError", "InvalidObjectName"):
+                return InvalidKey(f"s3 refuses the name {key}: {code}")
         return StoreError(f"s3 {self.bucket}/{self._k(key)}: {e}")
 
     def put_stream(self, key: str, src: BinaryIO) -> int:
@@ -337,7 +379,7 @@ class S3Store:
         kwargs = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
         if start_after:
             kwargs["StartAfter"] = self.prefix + start_after
-        keys: list[str] = []
+        keys: builtins.list[str] = []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
                 keys.extend(o["Key"][len(self.prefix) :] for o in page.get("Contents", []))
@@ -358,9 +400,9 @@ class S3Store:
             raise self._err(e, prefix or "/") from e
         return out
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         full = self.prefix + prefix
-        out: list[str] = []
+        out: builtins.list[str] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full, Delimiter="/"

@@ -17,7 +17,11 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
+from core.storage import ByteSink
+
 PathOrFile = str | Path | BinaryIO
+# What PyAV can mux into: a file name or anything with `write` (no seek: streamable output).
+SinkOrPath = str | Path | BinaryIO | ByteSink
 
 
 class VideoError(ValueError):
@@ -53,13 +57,13 @@ def _open(src: PathOrFile) -> av.container.InputContainer:
         raise VideoError(f"{_name(src)}: not a readable video container ({e})") from e
 
 
-def _name(src: PathOrFile) -> str:
+def _name(src: SinkOrPath) -> str:
     return str(src) if isinstance(src, str | Path) else getattr(src, "name", "<stream>")
 
 
 def _video_stream(container: av.container.InputContainer, src: PathOrFile) -> av.VideoStream:
     if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        kinds: list[str] = sorted({str(s.type) for s in container.streams}) or ["none"]
         raise VideoError(f"{_name(src)}: no video stream (streams: {', '.join(kinds)})")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
@@ -205,7 +209,7 @@ class VideoWriter:
     both are lossy colour conversions of the exact frames.
     """
 
-    def __init__(self, dst: PathOrFile, fps: Fraction, fmt: str | None = None) -> None:
+    def __init__(self, dst: SinkOrPath, fps: Fraction, fmt: str | None = None) -> None:
         ext = fmt or Path(_name(dst)).suffix.lower()
         if not ext.startswith("."):
             ext = "." + ext

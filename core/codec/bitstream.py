@@ -20,11 +20,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import BinaryIO
+from typing import BinaryIO, get_args
+
+from core.codec.options import Mode
 
 MAGIC = b"UARV"
 CHUNK_MAGIC = b"UC"
-VERSION = 1
+VERSION = 2  # what this encoder writes
+READABLE_VERSIONS = (1, 2)  # what this decoder reads (docs/bitstream.md, "Versions")
 CHUNK_EXT = ".uarc"
 STREAM_EXT = ".uarv"
 
@@ -34,7 +37,7 @@ MAX_HEADER_BODY = 1 << 16
 MAX_CHUNK_BODY = 1 << 30
 MAX_LAYERS = 4096
 
-MODES = ("uar", "independent", "whole")
+MODES: tuple[str, ...] = get_args(Mode)  # wire value = position (0 uar, 1 independent, 2 whole)
 PIX_FMTS = ("rgb24",)
 
 FLAG_KEY = 1
@@ -152,8 +155,9 @@ class StreamHeader:
         if len(start) < 9:
             raise BitstreamError("truncated stream header")
         version, body_len = struct.unpack("<BI", start[4:9])
-        if version != VERSION:
-            raise BitstreamError(f"unsupported version {version} (this decoder reads {VERSION})")
+        if version not in READABLE_VERSIONS:
+            readable = ", ".join(map(str, READABLE_VERSIONS))
+            raise BitstreamError(f"unsupported version {version} (this decoder reads {readable})")
         if body_len > MAX_HEADER_BODY:
             raise BitstreamError(f"header length {body_len} exceeds {MAX_HEADER_BODY}")
         rest = f.read(body_len + 4)
@@ -212,8 +216,8 @@ class ClipChunk:
     index: int
     first_frame: int
     frames: int
-    key: bool
-    alpha_num: int  # II strength numerator over init.ALPHA_DEN (0 for key clips)
+    key: bool  # a key clip (flag FLAG_KEY): its start is the seeded init, not II
+    alpha_num: int  # II strength alpha's numerator over warmstart.ALPHA_DEN (0: key clip)
     q_den: int  # quantisation precision: step_l = scale_l / q_den
     layers: list[tuple[int, int]] = field(default_factory=list)  # per layer (M, r)
     payload: bytes = b""
@@ -295,7 +299,7 @@ def read_chunk(f: BinaryIO, index: int, *, strict_index: bool = True) -> ClipChu
     if zlib.crc32(head + body) != crc:
         raise BitstreamError("CRC32 mismatch (corrupted chunk)", index)
     r = _Reader(body, index)
-    k, first, frames, flags, alpha, q_den = r.unpack("IIHBBH", "clip header")
+    k, first, frames, flags, alpha_num, q_den = r.unpack("IIHBBH", "clip header")
     if strict_index and k != index:
         raise BitstreamError(f"chunk carries clip index {k}, expected {index}", index)
     n_layers = r.varint("layer count")
@@ -310,7 +314,7 @@ def read_chunk(f: BinaryIO, index: int, *, strict_index: bool = True) -> ClipChu
     payload = r.take(plen, "payload")
     if r.pos != len(body):
         raise BitstreamError(f"{len(body) - r.pos} unexpected bytes after payload", k)
-    return ClipChunk(k, first, frames, bool(flags & FLAG_KEY), alpha, q_den, layers, payload)
+    return ClipChunk(k, first, frames, bool(flags & FLAG_KEY), alpha_num, q_den, layers, payload)
 
 
 def iter_chunks(f: BinaryIO, header: StreamHeader) -> Iterator[ClipChunk]:

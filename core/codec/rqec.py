@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from core.codec.init import Params
+from core.codec.warmstart import Params
 
 LN2 = math.log(2.0)
 
@@ -57,41 +57,3 @@ def laplace_bits(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     p_mid = 1.0 - 0.5 * (lower + upper)  # |q| < 1/2
     p = torch.where(x >= 0.5, p_tail, p_mid).clamp_min(1e-12)
     return -torch.log(p).sum() / LN2
-
-
-class Residual(torch.nn.Module):
-    """The trainable residuals of one clip model, in weight units, over a frozen start."""
-
-    def __init__(self, start: Params, steps: dict[str, float], device: torch.device) -> None:
-        super().__init__()
-        self.names = list(start)
-        self.start = {n: torch.from_numpy(start[n].copy()).to(device) for n in self.names}
-        self.step = {
-            n: torch.tensor(steps[n], dtype=torch.float32, device=device) for n in self.names
-        }
-        self.delta = torch.nn.ParameterList(
-            torch.nn.Parameter(torch.zeros_like(self.start[n])) for n in self.names
-        )
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """Quantised weights theta' + step * round(delta / step), straight-through."""
-        return {
-            n: self.start[n] + ste_round(d / self.step[n]) * self.step[n]
-            for n, d in zip(self.names, self.delta, strict=True)
-        }
-
-    def rate_bits(self) -> torch.Tensor:
-        """Estimated bits of all layers (noise-relaxed), each with its own fitted scale."""
-        total = torch.zeros((), device=self.delta[0].device)
-        for n, d in zip(self.names, self.delta, strict=True):
-            q = d / self.step[n]
-            q = q + torch.empty_like(q).uniform_(-0.5, 0.5)
-            total = total + laplace_bits(q, q.detach().abs().mean())
-        return total
-
-    def quantised(self) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            return {
-                n: torch.round(d / self.step[n]).to(torch.int32).cpu().numpy()
-                for n, d in zip(self.names, self.delta, strict=True)
-            }

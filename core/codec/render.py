@@ -7,8 +7,10 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from core.codec.init import Params
+from core.codec.bitstream import VERSION
+from core.codec.device import memory_format, prepare
 from core.codec.model import BackboneConfig, build_model
+from core.codec.warmstart import Params
 
 RENDER_BATCH = 4  # fixed, so the same machine always runs the same kernels
 
@@ -25,6 +27,15 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
+def render_format(version: int, device: torch.device) -> torch.memory_format:
+    """The memory layout a stream's frames are rendered in. Version 1 streams keep the
+    contiguous layout they were encoded with, so they decode to exactly the frames they
+    always did (tests/core/codec/test_golden.py); from version 2 the layout the device
+    runs fastest (core/codec/device.py), which can move a pixel by one level where a
+    value sits on a rounding boundary."""
+    return memory_format(device) if version >= 2 else torch.contiguous_format
+
+
 @torch.no_grad()
 def render(
     cfg: BackboneConfig,
@@ -32,10 +43,18 @@ def render(
     frames: int,
     clip_length: int,
     device: str | torch.device = "cpu",
+    version: int = VERSION,
 ) -> np.ndarray:
-    model = build_model(cfg).to(device).eval()
-    weights = {n: torch.from_numpy(p).to(device) for n, p in params.items()}
-    times = clip_times(frames, clip_length).to(device)
+    dev = prepare(device)
+    fmt = render_format(version, dev)
+    model = build_model(cfg).to(dev).eval()
+    weights = {
+        n: torch.from_numpy(p)
+        .to(dev)
+        .contiguous(memory_format=fmt if p.ndim == 4 else torch.contiguous_format)
+        for n, p in params.items()
+    }
+    times = clip_times(frames, clip_length).to(dev)
     out = [
         to_uint8(functional_call(model, weights, (times[i : i + RENDER_BATCH],)))
         for i in range(0, frames, RENDER_BATCH)

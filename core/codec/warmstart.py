@@ -7,11 +7,12 @@ same `theta'_k` the encoder froze:
   arithmetic, not from torch's or numpy's RNG whose streams are not promised stable across
   versions and devices;
 * II uses only elementwise IEEE float64 operations (multiply, add) on float32 inputs with
-  a dyadic `a_k` (a multiple of 1/ALPHA_DEN), then one rounding to float32.
+  a dyadic strength alpha (a multiple of 1/ALPHA_DEN), then one rounding to float32.
 
-II follows reading (a) of METHOD.md:
-    theta'_k = theta'_{k-1} + a_k * (theta_hat_{k-1} - theta'_{k-1})
-so a_k = 1 copies the previous decoded model and a_k = 0 restarts from its starting point.
+II follows reading (a) (docs/method.md, "Choices", 1), with alpha = a_k there:
+    theta'_k = theta'_{k-1} + alpha * (theta_hat_{k-1} - theta'_{k-1})
+so alpha = 1 copies the previous decoded model and alpha = 0 restarts from its starting
+point. On the wire alpha is `alpha_num` / ALPHA_DEN (core/codec/bitstream.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 Params = dict[str, np.ndarray]  # name -> float32 array, in the model's parameter order
 
-ALPHA_DEN = 64  # a_k is sent as an integer numerator over this (one byte in the chunk)
+ALPHA_DEN = 64  # alpha is sent as an integer numerator over this (one byte in the chunk)
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -35,10 +36,10 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 def seeded_uniform(seed: int, stream: int, n: int) -> np.ndarray:
     """n float64 values uniform in [-1, 1), exactly reproducible from (seed, stream)."""
-    key = _splitmix64(np.array([(seed & 0xFFFFFFFF) << 32 | (stream & 0xFFFFFFFF)], np.uint64))
+    salt = _splitmix64(np.array([(seed & 0xFFFFFFFF) << 32 | (stream & 0xFFFFFFFF)], np.uint64))
     idx = np.arange(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        bits = _splitmix64(idx + key[0] * np.uint64(0x100000001B3))
+        bits = _splitmix64(idx + salt[0] * np.uint64(0x100000001B3))
     u24 = (bits >> np.uint64(40)).astype(np.float64)  # top 24 bits, exact in float64
     return u24 / float(1 << 23) - 1.0
 
@@ -46,8 +47,13 @@ def seeded_uniform(seed: int, stream: int, n: int) -> np.ndarray:
 # Parameters whose I-model start is zero rather than random: a random global warp would
 # jitter every frame by up to a pixel before training has to undo it.
 ZERO_START = frozenset({"warp"})
-# Time-slot parameters (Tg, ...) that II continues from the predecessor's last slot.
+# Time-slot parameters (Tg, ...) that II continues from the predecessor's last slot: the
+# latent grid, the global warp, and HiNeRV's stage grids ("grids.0", "grids.1", ...).
 TIME_SLOTS = ("grid", "warp")
+
+
+def is_time_slots(name: str) -> bool:
+    return name in TIME_SLOTS or name.startswith("grids.")
 
 
 def seeded_init(shapes: dict[str, tuple[int, ...]], scales: dict[str, float], seed: int) -> Params:
@@ -81,44 +87,7 @@ def continue_latents(start: Params) -> Params:
     slot-for-slot (plain II) starts a moving scene from stale content; measured in
     docs/method.md."""
     out = dict(start)
-    for name in TIME_SLOTS:
-        if name in start:
-            g = start[name]
+    for name, g in start.items():
+        if is_time_slots(name):
             out[name] = np.ascontiguousarray(np.broadcast_to(g[-1:], g.shape))
     return out
-
-
-# --------------------------------------------------------------- choosing a_k (encoder only)
-
-
-def thumbnail(frame: np.ndarray, size: int = 32) -> np.ndarray:
-    """Luma of an RGB uint8 frame block-averaged to about size x size, as float64."""
-    y = frame.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    h, w = y.shape
-    bh, bw = max(1, h // size), max(1, w // size)
-    y = y[: (h // bh) * bh, : (w // bw) * bw]
-    return y.reshape(h // bh, bh, w // bw, bw).mean(axis=(1, 3))
-
-
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two thumbnails; flat images count as identical if equal."""
-    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    if den < 1e-9:
-        return 1.0 if np.allclose(a, b, atol=1.0) else 0.0
-    return float((a * b).sum() / den)
-
-
-def choose_alpha(rho: float, cut_threshold: float, full_threshold: float = 0.9) -> int | None:
-    """Map inter-clip correlation to a_k's numerator; None means scene cut (new I-model).
-
-    rho >= full_threshold copies the previous model (a = 1); between the cut and full
-    thresholds a falls linearly to 1/2, pulling the start back towards the previous
-    model's own start when the content changed a lot.
-    """
-    if rho < cut_threshold:
-        return None
-    if rho >= full_threshold:
-        return ALPHA_DEN
-    frac = (rho - cut_threshold) / (full_threshold - cut_threshold)
-    return round(ALPHA_DEN * (0.5 + 0.5 * frac))

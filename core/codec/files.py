@@ -17,14 +17,28 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from core.codec.bitstream import BitstreamError, ClipChunk, StreamHeader, iter_chunks
-from core.codec.encoder import Progress
-from core.codec.init import ALPHA_DEN
+from core.codec.chain import ChainState, ClipResult, decode_clip, encode_clips, plan_stream
+from core.codec.fit import Progress
 from core.codec.options import EncodeOptions
-from core.codec.stream import ChainState, ClipResult, decode_clip, encode_clip, plan_stream
+from core.codec.warmstart import ALPHA_DEN
 from core.video import VideoWriter, iter_clips, probe
 
 ClipProgress = Callable[[int, int], Progress | None]  # (clip, clips) -> per-step callback
 ClipDone = Callable[[ClipResult], None]
+
+
+def chains(num_clips: int, opts: EncodeOptions) -> list[range]:
+    """The runs of clips that depend on each other. Different runs share nothing (each
+    starts with an I-model), so they may train concurrently: every clip in `independent`
+    mode, every group of `key_interval` clips in `uar` mode, else the whole stream."""
+    n = num_clips
+    if opts.mode == "independent":
+        size = 1
+    elif opts.mode == "uar" and opts.key_interval > 0:
+        size = opts.key_interval
+    else:
+        size = n
+    return [range(a, min(a + size, n)) for a in range(0, n, size)]
 
 
 def encode_file(
@@ -32,10 +46,17 @@ def encode_file(
     dst: str | Path,
     opts: EncodeOptions,
     *,
+    jobs: int = 1,
     clip_progress: ClipProgress | None = None,
     on_clip: ClipDone | None = None,
 ) -> dict[str, Any]:
-    """Encode `src` to the .uarv `dst`; return the report (per clip and total metrics)."""
+    """Encode `src` to the .uarv `dst`; return the report (per clip and total metrics).
+
+    With jobs > 1, up to `jobs` independent chains of clips (see `chains`) train at once
+    on the device; the stream's bytes are the same as with jobs = 1.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     t0 = time.perf_counter()
     info = probe(src)
     header = plan_stream(info, opts)
@@ -46,34 +67,22 @@ def encode_file(
     psnr_frames: list[float] = []
     sq_err = 0.0
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f, tempfile.TemporaryDirectory(dir=dst.parent) as cache:
             header_bytes = header.to_bytes()
             f.write(header_bytes)
-            prev: ChainState | None = None
-            got = 0
-            for k, frames in enumerate(
-                iter_clips(src, header.clip_length, frames=header.frames, width=opts.width)
-            ):
-                if k >= header.num_clips:
-                    break
-                cb = clip_progress(k, header.num_clips) if clip_progress else None
-                res = encode_clip(header, k, frames, prev, opts, cb)
-                f.write(res.chunk)
-                f.flush()
-                prev = res.state
-                got += len(frames)
-                m = {key: v for key, v in res.metrics.items() if key != "psnr_frames"}
-                clips.append(m)
-                psnr_frames += res.metrics["psnr_frames"]
-                sq_err += res.metrics["mse"] * len(frames)
-                if on_clip:
-                    on_clip(res)
-                del res, frames
-            if got != header.frames:
-                # The container over-reported its length: the header must not lie.
-                raise ValueError(
-                    f"{src}: decoded {got} frames, the container announced {header.frames}"
-                )
+            source = _ClipSource(src, header, opts, Path(cache))
+            runs = chains(header.num_clips, opts)
+            for b in range(0, len(runs), jobs):
+                for res in _encode_runs(header, runs[b : b + jobs], source, opts, clip_progress):
+                    f.write(res.chunk)
+                    f.flush()
+                    m = res.metrics
+                    clips.append(m.model_dump(exclude={"psnr_frames"}))
+                    psnr_frames += m.psnr_frames
+                    sq_err += m.mse * m.frames
+                    if on_clip:
+                        on_clip(res)
+            source.check_complete()
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -84,6 +93,7 @@ def encode_file(
         "input": {**info.to_dict(), "path": str(src)},
         "output": str(dst),
         "options": opts.model_dump(by_alias=True),
+        "jobs": jobs,
         "width": header.width,
         "height": header.height,
         "frames": header.frames,
@@ -102,6 +112,69 @@ def encode_file(
             "key_clips": sum(1 for c in clips if c["key"]),
         },
     }
+
+
+class _ClipSource:
+    """The source's clips in order, decoded once. A clip wanted out of order (a later
+    chain starting before the earlier ones end) is read ahead and parked in `cache` as
+    .npy, so memory stays bounded by the clips in training, not by the video."""
+
+    def __init__(self, src: str | Path, header: StreamHeader, opts: EncodeOptions, cache: Path):
+        self.it = iter_clips(src, header.clip_length, frames=header.frames, width=opts.width)
+        self.src, self.header, self.cache = src, header, cache
+        self.read = 0  # clips decoded so far
+        self.frames = 0
+
+    def get(self, k: int) -> np.ndarray:
+        path = self.cache / f"{k}.npy"
+        if k < self.read:
+            frames = np.load(path)
+            path.unlink()
+            return frames
+        while True:
+            frames = next(self.it, None)
+            if frames is None:
+                raise ValueError(
+                    f"{self.src}: decoded {self.frames} frames, the container announced "
+                    f"{self.header.frames}"
+                )
+            self.read += 1
+            self.frames += len(frames)
+            if self.read - 1 == k:
+                return frames
+            np.save(self.cache / f"{self.read - 1}.npy", frames)
+
+    def check_complete(self) -> None:
+        # The container over-reported its length: the header must not lie.
+        if self.frames != self.header.frames:
+            raise ValueError(
+                f"{self.src}: decoded {self.frames} frames, the container announced "
+                f"{self.header.frames}"
+            )
+
+
+def _encode_runs(
+    header: StreamHeader,
+    runs: list[range],
+    source: _ClipSource,
+    opts: EncodeOptions,
+    clip_progress: ClipProgress | None,
+) -> list[ClipResult]:
+    """Encode chains of clips side by side (round r trains the r-th clip of every chain
+    together); results come back in stream order."""
+    done: list[list[ClipResult]] = [[] for _ in runs]
+    prev: list[ChainState | None] = [None] * len(runs)
+    for r in range(max(len(run) for run in runs)):
+        active = [i for i, run in enumerate(runs) if r < len(run)]
+        items = [(runs[i][r], source.get(runs[i][r]), prev[i]) for i in active]
+        callbacks = [
+            clip_progress(k, header.num_clips) if clip_progress else None for k, _, _ in items
+        ]
+        for i, res in zip(active, encode_clips(header, items, opts, callbacks), strict=True):
+            res.frames = None  # the reconstruction is in the metrics; free it
+            done[i].append(res)
+            prev[i] = res.state
+    return [res for run in done for res in run]
 
 
 def parse_clip_range(spec: str | None, num_clips: int) -> range:

@@ -9,13 +9,13 @@ worker), after which the redelivered task takes over.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 
-from core.storage import NotFound, ObjectStore
+from core.jobs import LeaseRecord, read_lease
+from core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +28,21 @@ class Lease:
         self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
-        return json.dumps(
-            {"holder": self.holder, "expires": time.time() + self.ttl, "progress": self.progress}
-        ).encode()
+        record = LeaseRecord(
+            holder=self.holder, expires=time.time() + self.ttl, progress=self.progress
+        )
+        return record.model_dump_json().encode()
 
     def acquire(self) -> float | None:
         """Take the lease; None on success, else the seconds until the holder's expires."""
         for _ in range(3):
             if self.store.put_if_absent(self.key, self._body()):
                 return None
-            try:
-                cur = json.loads(self.store.get_bytes(self.key))
-            except NotFound:
+            if not self.store.exists(self.key):
                 continue  # released meanwhile: try to create it again
-            except ValueError:
-                cur = {}
-            remaining = float(cur.get("expires", 0)) - time.time()
-            if cur.get("holder") == self.holder or remaining <= 0:
+            cur = read_lease(self.store, self.key) or LeaseRecord()  # unreadable: lapsed
+            remaining = cur.expires - time.time()
+            if cur.holder == self.holder or remaining <= 0:
                 self.store.put_bytes(self.key, self._body())
                 return None
             return remaining
@@ -55,11 +53,8 @@ class Lease:
 
     def release(self) -> None:
         self.stop_heartbeat()
-        try:
-            cur = json.loads(self.store.get_bytes(self.key))
-        except (NotFound, ValueError):
-            return
-        if cur.get("holder") == self.holder:
+        cur = read_lease(self.store, self.key)
+        if cur is not None and cur.holder == self.holder:
             self.store.delete(self.key)
 
     def start_heartbeat(self, on_tick: Callable[[], None] | None = None) -> None:

@@ -15,6 +15,7 @@ own settings: a client machine has no data dir or broker.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -22,9 +23,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import httpx
+from httpx_sse import ServerSentEvent, connect_sse
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +34,8 @@ from core.jobs import TERMINAL, JobStatus
 
 DecodeFormat = Literal["mkv", "y4m", "mp4"]
 EVENT_RETRIES = 5
+TUS_VERSION = "1.0.0"
+UPLOAD_CHUNK = 8 * 1024 * 1024  # bytes per PATCH: what a cut connection can cost at most
 
 
 class ClientSettings(BaseSettings):
@@ -84,17 +88,25 @@ class Event:
     id: str | None = None
 
 
-class _ProgressReader:
-    """Wraps an upload file so each read reports the bytes sent so far."""
+RETRIES = 8  # of a GET answered 503 overloaded / 429 rate-limited
+MAX_RETRY_WAIT = 5.0  # seconds, whatever Retry-After says
+RETRYABLE = {(503, "overloaded"), (429, "rate-limited")}
 
-    def __init__(self, f: IO[bytes], callback: Callable[[int], None]) -> None:
-        self._f, self._cb, self._n = f, callback, 0
 
-    def read(self, size: int = -1) -> bytes:
-        b = self._f.read(size)
-        self._n += len(b)
-        self._cb(self._n)
-        return b
+def _retryable(r: httpx.Response) -> bool:
+    if r.status_code not in (429, 503) or "retry-after" not in r.headers:
+        return False
+    try:
+        return (r.status_code, _code_of(r.json().get("type"))) in RETRYABLE
+    except ValueError:
+        return False
+
+
+def _retry_after(r: httpx.Response) -> float:
+    try:
+        return max(0.1, float(r.headers["retry-after"]))
+    except ValueError:
+        return 1.0
 
 
 class UarnvcClient:
@@ -148,7 +160,15 @@ class UarnvcClient:
         raise ApiError(body)
 
     def _get(self, path: str, **kw: Any) -> httpx.Response:
-        return self._check(self._http.get(path, **kw))
+        """GET, waiting out a server that sheds load (503 `overloaded`, api/shed.py) or a
+        rate limit (429 `rate-limited`) as its Retry-After says, a few times; a GET is
+        safe to repeat."""
+        for attempt in range(RETRIES + 1):
+            r = self._http.get(path, **kw)
+            if attempt == RETRIES or not _retryable(r):
+                return self._check(r)
+            time.sleep(min(MAX_RETRY_WAIT, _retry_after(r)))
+        raise AssertionError("unreachable")
 
     # -------------------------------------------------------------------------- jobs
 
@@ -159,25 +179,77 @@ class UarnvcClient:
         *,
         idempotency_key: str | None = None,
         on_upload: Callable[[int, int], None] | None = None,
+        webhook_url: str | None = None,
     ) -> JobStatus:
-        """Upload a video with encode options (mode, clip_length, preset, lambda, params,
-        steps, frames, width, key_interval, seed); the accepted job's status (202)."""
+        """Upload a video (resumably, `upload`) and create a job from it with encode
+        options (mode, clip_length, preset, lambda, params, steps, frames, width,
+        key_interval, seed, quality, target_bpp, target_psnr); the accepted job's status
+        (202)."""
+        upload_id = self.upload(video, on_upload=on_upload)
+        body: dict[str, Any] = {k: v for k, v in (options or {}).items() if v is not None}
+        body["upload_id"] = upload_id
+        if webhook_url:
+            body["webhook_url"] = webhook_url
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        r = self._http.post("/v1/jobs", json=body, headers=headers)
+        return JobStatus.model_validate(self._check(r).json())
+
+    def upload(
+        self,
+        video: str | os.PathLike[str],
+        *,
+        on_upload: Callable[[int, int], None] | None = None,
+        chunk_size: int = UPLOAD_CHUNK,
+        upload_url: str | None = None,
+    ) -> str:
+        """Send a file with the tus protocol (`/v1/uploads`); its upload id. A dropped
+        connection is resumed from the offset the server holds (HEAD), up to
+        EVENT_RETRIES times in a row; `upload_url` continues an earlier upload."""
         path = Path(video)
         total = path.stat().st_size
-        data = {k: str(v) for k, v in (options or {}).items() if v is not None}
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        with open(path, "rb") as f:
-            body: Any = f
-            if on_upload is not None:
-                body = _ProgressReader(f, lambda n: on_upload(n, total))
-            r = self._http.post(
-                "/v1/jobs",
-                files={"file": (path.name, body, "application/octet-stream")},
-                data=data,
-                headers=headers,
-                timeout=httpx.Timeout(self.timeout, write=None),
+        tus = {"Tus-Resumable": TUS_VERSION}
+        if upload_url is None:
+            meta = "filename " + base64.b64encode(path.name.encode()).decode()
+            r = self._check(
+                self._http.post(
+                    "/v1/uploads",
+                    headers={**tus, "Upload-Length": str(total), "Upload-Metadata": meta},
+                )
             )
-        return JobStatus.model_validate(self._check(r).json())
+            upload_url = r.headers["location"]
+        offset, failures = self._upload_offset(upload_url, tus), 0
+        with open(path, "rb") as f:
+            while offset < total:
+                f.seek(offset)
+                chunk = f.read(chunk_size)
+                try:
+                    r = self._http.patch(
+                        upload_url,
+                        content=chunk,
+                        headers={
+                            **tus,
+                            "Upload-Offset": str(offset),
+                            "Content-Type": "application/offset+octet-stream",
+                        },
+                        timeout=httpx.Timeout(self.timeout, write=None),
+                    )
+                    if r.status_code == 409:  # another try got further: ask where we are
+                        offset = self._upload_offset(upload_url, tus)
+                        continue
+                    offset = int(self._check(r).headers["upload-offset"])
+                    failures = 0
+                except httpx.TransportError:
+                    failures += 1
+                    if failures > EVENT_RETRIES:
+                        raise
+                    time.sleep(min(5.0, 0.5 * 2**failures))
+                    offset = self._upload_offset(upload_url, tus)
+                if on_upload is not None:
+                    on_upload(offset, total)
+        return upload_url.rstrip("/").rsplit("/", 1)[-1]
+
+    def _upload_offset(self, url: str, tus: dict[str, str]) -> int:
+        return int(self._check(self._http.head(url, headers=tus)).headers["upload-offset"])
 
     def status(self, job_id: str) -> JobStatus:
         return JobStatus.model_validate(self._get(f"/v1/jobs/{job_id}").json())
@@ -203,12 +275,13 @@ class UarnvcClient:
             headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
             timeout = httpx.Timeout(self.timeout, read=60.0)  # the server pings every 15 s
             try:
-                with self._http.stream(
-                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
-                ) as r:
-                    self._check(r)
+                with connect_sse(
+                    self._http, "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
+                ) as source:
+                    self._check(source.response)
                     failures = 0
-                    for ev in _parse_sse(r.iter_lines()):
+                    for sse in source.iter_sse():
+                        ev = _event(sse)
                         if ev.id is not None:
                             last_event_id = ev.id
                         yield ev
@@ -281,27 +354,12 @@ class UarnvcClient:
         return self._get(f"/v1/jobs/{job_id}/clips/{k}").content
 
 
-def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:
-    name, data, eid = "message", [], None
-    for line in lines:
-        line = line.rstrip("\r")
-        if not line:
-            if data:
-                raw = "\n".join(data)
-                try:
-                    payload = json.loads(raw)
-                except ValueError:
-                    payload = {"raw": raw}
-                yield Event(name, payload if isinstance(payload, dict) else {"value": payload}, eid)
-            name, data, eid = "message", [], None
-            continue
-        if line.startswith(":"):
-            continue
-        key, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if key == "event":
-            name = value
-        elif key == "data":
-            data.append(value)
-        elif key == "id":
-            eid = value
+def _event(sse: ServerSentEvent) -> Event:
+    """One parsed SSE event (httpx-sse does the framing) as the client's Event: its data is
+    JSON (a non-object is wrapped, unparsable text kept raw)."""
+    try:
+        payload = json.loads(sse.data)
+    except ValueError:
+        payload = {"raw": sse.data}
+    data = payload if isinstance(payload, dict) else {"value": payload}
+    return Event(sse.event, data, sse.id or None)

@@ -23,7 +23,7 @@ import httpx
 
 from api.client import ApiError, Event, UarnvcClient
 from core.cli import ENCODE_FLAGS, add_encode_options
-from core.jobs import JobStatus
+from core.jobs import TERMINAL, JobStatus
 
 SERVER_ONLY = {"device", "backbone"}  # the service's workers decide these
 DECODED = {".mkv": "mkv", ".y4m": "y4m", ".mp4": "mp4"}
@@ -76,11 +76,23 @@ def _fmt(v: float | None, spec: str, unit: str = "") -> str:
 
 
 def _summary(st: JobStatus) -> str:
+    from core.codec.estimate import duration
+
     err = f"  error {st.error.code}: {st.error.detail}" if st.error else ""
+    eta = "" if st.status in TERMINAL else f"  ETA {_eta(st.eta_seconds)}"
+    started = f"  started {st.started_at:%Y-%m-%d %H:%M:%S}" if st.started_at else ""
+    est = f" (estimated {duration(st.estimate_seconds)})" if st.estimate_seconds else ""
     return (
         f"{st.id}  {st.status}  {st.clips_done}/{st.clips_total} clips  {st.progress:.0f}%  "
-        f"{_fmt(st.psnr, '.2f', ' dB')}  {_fmt(st.bpp, '.4f', ' bpp')}  {st.bytes} B{err}"
+        f"{_fmt(st.psnr, '.2f', ' dB')}  {_fmt(st.bpp, '.4f', ' bpp')}  {st.bytes} B"
+        f"{eta}{started}{est}{err}"
     )
+
+
+def _eta(seconds: float | None) -> str:
+    from core.codec.estimate import duration
+
+    return "–" if seconds is None else duration(seconds)
 
 
 # ---------------------------------------------------------------------------- submit
@@ -148,6 +160,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     opts,
                     idempotency_key=args.idempotency_key,
                     on_upload=lambda n, _t: up.update(n - up.n),
+                    webhook_url=args.webhook_url,
                 )
             print(job.id if args.quiet else f"job {job.id} accepted ({job.clips_total} clips)")
             if not (args.wait or args.output):
@@ -186,6 +199,7 @@ def register_submit(sub: argparse._SubParsersAction) -> None:
         "-o", "--output", help="when done, save OUT.uarv (or .mkv/.y4m/.mp4); implies --wait"
     )
     p.add_argument("--idempotency-key", help="retrying with the same key never makes two jobs")
+    p.add_argument("--webhook-url", help="POST clip.done, job.succeeded, job.failed here (signed)")
     p.add_argument("--json", action="store_true", help="print the final status as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no bars; print the job id only")
     p.set_defaults(func=cmd_submit)
@@ -205,7 +219,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     print(
                         f"{j['id']}  {j['status']:<9}  {j['clips_done']}/{j['clips_total']}  "
                         f"{j['progress']:5.1f}%  {_fmt(j.get('psnr'), '.2f', ' dB')}  "
-                        f"{j.get('filename') or ''}"
+                        + ("" if j["status"] in TERMINAL else f"ETA {_eta(j.get('eta_seconds'))}  ")
+                        + f"{j.get('filename') or ''}"
                     )
                 return 0
             st = c.status(args.job)

@@ -51,7 +51,7 @@ def render_sample(path: Path, frames: int = 48, width: int = 160, height: int = 
     return path
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -64,7 +64,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from core.codec.pipeline import decode_file
+    from core.codec.files import decode_file
     from core.metrics import psnr_per_frame
     from core.video import read_frames
 
@@ -73,10 +73,23 @@ def run_demo(args: argparse.Namespace) -> int:
     src = Path(args.input) if args.input else render_sample(data / "sample.mkv")
     url = f"http://127.0.0.1:{args.port}"
     cmd = [sys.executable, "-m", "worker.cli", "serve", "--port", str(args.port)]
-    proc = subprocess.Popen([*cmd, "--data-dir", str(data)])
+    cmd += ["--data-dir", str(data)]
+    log_file = data / "logs" / "serve.log"
+    if args.verbose:
+        proc = subprocess.Popen([*cmd, "--verbose"])
+    else:
+        # The service's logs (uvicorn, Celery, ours) go to a file: the console keeps the
+        # bars and the results only.
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as log_out:
+            proc = subprocess.Popen(
+                [*cmd, "--log-file", str(log_file)], stdout=log_out, stderr=subprocess.STDOUT
+            )
     try:
         _wait_healthy(url, proc)
         print(f"service up at {url}/ (data in {data}); encoding {src}")
+        if not args.verbose:
+            print(f"server logs: {log_file} (--verbose to see them here)")
         opts = {"clip_length": args.clip_length, "preset": args.preset}
         opts |= {k: v for k, v in (("frames", args.frames), ("width", args.width)) if v}
         with UarnvcClient(url, api_key="") as c:
@@ -108,6 +121,10 @@ def run_demo(args: argparse.Namespace) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except RuntimeError as e:  # the service did not start: say why, no traceback
+        where = "" if args.verbose else f" (see {log_file})"
+        print(f"uarnvc demo: {e}{where}", file=sys.stderr)
+        return 1
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -127,4 +144,5 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--keep-serving", action="store_true", help="leave the service running")
+    p.add_argument("--verbose", "-v", action="store_true", help="server logs on the console")
     p.set_defaults(func=run_demo)

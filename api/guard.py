@@ -1,13 +1,16 @@
-"""The API's defences (issue 5): fail fast while the store is down, a per-key rate limit,
-and CORS closed unless configured.
+"""The API's defences (docs/reliability.md): fail fast while the store is down, a per-key
+rate limit, and CORS closed unless configured.
 
 - `GuardedStore` wraps the API's object store in a circuit breaker: after a store call
-  fails with StoreError, every call fails at once for `cooldown` seconds (the API answers
-  503 + Retry-After), instead of each request waiting out the S3 client's timeouts and
-  retries while the store hangs. `ping` (readyz) always goes through and closes the
-  breaker when the store answers again.
-- `RateLimitMiddleware` is a token bucket per API key (per client address without keys),
-  in memory of one API process: `UARNVC_RATE_LIMIT` requests/s sustained, bursts of
+  fails with StoreError (the store is unreachable or failing; never a name the store
+  refuses, which is InvalidKey, core/storage.py), every call fails at once for
+  `cooldown` seconds (the API answers 503 + Retry-After), instead of each request
+  waiting out the S3 client's timeouts and retries while the store hangs. `ping`
+  (readyz) always goes through and closes the breaker when the store answers again.
+- `RateLimitMiddleware` is a token bucket per valid API key, in memory of one API
+  process; without keys, and for a bearer value that is not a configured key, the bucket
+  is the client address's (any made-up token getting its own bucket would make the limit
+  a formality): `UARNVC_RATE_LIMIT` requests/s sustained, bursts of
   `UARNVC_RATE_BURST`; over it, 429 problem+json with Retry-After. Only `/v1` counts
   (probes, metrics and the web page are not limited). With N API replicas the effective
   limit is N times higher; put a shared limiter in front for a global one.
@@ -17,15 +20,17 @@ and CORS closed unless configured.
 
 from __future__ import annotations
 
+import builtins
+import hmac
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.problems import problem_response
+from api.problems import retry_later
 from core.jobs import owner_id
 from core.storage import ObjectStore, StoreError
 
@@ -73,15 +78,37 @@ class GuardedStore:
             raise StoreError("object store unavailable (recent failures; not retried yet)")
         return self.inner.get_stream(key)
 
-    def __getattr__(self, name: str) -> Any:
-        # put_stream, put_bytes, put_if_absent, get_bytes, exists, list, list_dirs,
-        # delete, delete_prefix: all through the breaker.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        target = getattr(self.inner, name)
-        if not callable(target):
-            return target
-        return lambda *a, **kw: self._call(name, *a, **kw)
+    # Every other store call goes through the breaker; spelled out (not __getattr__) so
+    # the type checker sees a whole ObjectStore.
+    def put_stream(self, key: str, src: BinaryIO) -> int:
+        return self._call("put_stream", key, src)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call("put_bytes", key, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._call("put_if_absent", key, data)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._call("get_bytes", key)
+
+    def exists(self, key: str) -> bool:
+        return self._call("exists", key)
+
+    def list(self, prefix: str, *, start_after: str | None = None) -> builtins.list[str]:
+        return self._call("list", prefix, start_after=start_after)
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        return self._call("list_sizes", prefix)
+
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
+        return self._call("list_dirs", prefix)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        return self._call("delete_prefix", prefix)
 
 
 class TokenBucket:
@@ -108,17 +135,29 @@ class RateLimitMiddleware:
 
     MAX_BUCKETS = 100_000  # forget idle callers rather than grow without bound
 
-    def __init__(self, app: ASGIApp, rate: float, burst: int) -> None:
+    def __init__(
+        self, app: ASGIApp, rate: float, burst: int, keys: list[str] | tuple[str, ...] = ()
+    ) -> None:
         self.app, self.rate, self.burst = app, rate, burst
+        self.keys = [k.encode() for k in keys]
         self.buckets: dict[str, TokenBucket] = {}
         self.lock = threading.Lock()
 
+    def _valid(self, token: str) -> bool:
+        ok = False
+        for key in self.keys:  # constant time, as in api/auth.py
+            ok |= hmac.compare_digest(token.encode(), key)
+        return ok
+
     def _who(self, scope: Scope) -> str:
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                _, _, token = value.decode("latin-1").partition(" ")
-                if token.strip():
-                    return "key:" + owner_id(token.strip())
+        if self.keys:
+            for name, value in scope.get("headers", []):
+                if name == b"authorization":
+                    scheme, _, token = value.decode("latin-1").partition(" ")
+                    token = token.strip()
+                    if scheme.lower() == "bearer" and token and self._valid(token):
+                        return "key:" + owner_id(token)
+                    break
         client = scope.get("client")
         return "addr:" + (client[0] if client else "?")
 
@@ -136,13 +175,12 @@ class RateLimitMiddleware:
             wait = bucket.take()
         if wait > 0:
             retry = max(1, math.ceil(wait))
-            resp = problem_response(
+            resp = retry_later(
                 429,
                 f"rate limit of {self.rate:g} requests/s (bursts of {self.burst}) exceeded",
                 code="rate-limited",
                 instance=scope["path"],
-                headers={"Retry-After": str(retry)},
-                retry_after=retry,
+                seconds=retry,
             )
             await resp(scope, receive, send)
             return
@@ -162,4 +200,6 @@ def install(app: FastAPI) -> None:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=["Location", "Retry-After", "Idempotent-Replayed"],
         )
-    app.add_middleware(RateLimitMiddleware, rate=s.rate_limit, burst=s.rate_burst)
+    app.add_middleware(
+        RateLimitMiddleware, rate=s.rate_limit, burst=s.rate_burst, keys=list(s.api_keys)
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -14,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.jobs import read_clip_record
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ class ApiMetrics:
         self.registry.register(self.service)
 
 
+# Label values come from this fixed set and the route templates, never from the request
+# itself: a made-up method or path must not add series (anyone can send one, keyless).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
 class MetricsMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware): it must not buffer streaming responses."""
 
@@ -65,6 +75,7 @@ class MetricsMiddleware:
             return
         t0 = time.perf_counter()
         status = 500
+        method = method_label(scope["method"])
 
         async def _send(message: Message) -> None:
             nonlocal status
@@ -72,7 +83,7 @@ class MetricsMiddleware:
                 status = message["status"]
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
-                self.metrics.latency.labels(scope["method"], path).observe(time.perf_counter() - t0)
+                self.metrics.latency.labels(method, path).observe(time.perf_counter() - t0)
             await send(message)
 
         try:
@@ -80,7 +91,7 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.requests.labels(method, path, str(status)).inc()
 
 
 # ------------------------------------------------------------------- store-derived metrics
@@ -168,7 +179,7 @@ class ServiceCollector(Collector):
                 continue
             done = sum(1 for o in objs if o.startswith("clips/") and o.endswith(".uarc"))
             clips["done"] += done
-            clips["leased"] += sum(1 for o in objs if o.startswith("lease/"))
+            clips["leased"] += sum(1 for o in objs if o.startswith("lease/") and o != "lease/split")
             if "cancelled.json" in objs:
                 state = "cancelled"
             elif "failed.json" in objs:
@@ -196,14 +207,15 @@ class ServiceCollector(Collector):
         if key in self._seen:
             return
         try:
-            m = json.loads(self.store.get_bytes(key))
+            rec = read_clip_record(self.store, key)
         except Exception:
+            return  # the store failed: try again next scan
+        if rec is None:
             return  # written a moment later, or gone: try again next scan
         self._seen.add(key)
-        if isinstance(m.get("seconds"), int | float) and not m.get("recomputed"):
-            self.clip_seconds.observe(float(m["seconds"]))
-        if isinstance(m.get("bytes"), int):
-            self.clip_bytes.inc(m["bytes"])
+        if rec.seconds is not None and not rec.recomputed:
+            self.clip_seconds.observe(rec.seconds)
+        self.clip_bytes.inc(rec.bytes)
 
     def _queue_depths(self) -> dict[str, int]:
         """Messages waiting per Celery queue; empty when the broker is unreachable (the

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.storage import StoreError
+from core.storage import InvalidKey, StoreError
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -66,6 +66,20 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def retry_later(
+    status: int, detail: str, *, code: str, instance: str, seconds: int
+) -> JSONResponse:
+    """A 429/503 problem the client should retry after `seconds` (header and body)."""
+    return problem_response(
+        status,
+        detail,
+        code=code,
+        instance=instance,
+        headers={"Retry-After": str(seconds)},
+        retry_after=seconds,
+    )
+
+
 RETRY_AFTER = 5
 
 _PROBLEM_SCHEMA = {
@@ -81,13 +95,13 @@ _PROBLEM_SCHEMA = {
     "additionalProperties": True,
 }
 # Declared on every operation (FastAPI(responses=...)), so the OpenAPI schema says what
-# the API really answers: errors are problem+json (checked by schemathesis, issue 5).
+# the API really answers: errors are problem+json (checked by schemathesis, tests/contract).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {
         "description": HTTPStatus(code).phrase,
         "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}},
     }
-    for code in (400, 401, 404, 405, 413, 415, 422, 429, 500, 503)
+    for code in (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503)
 }
 
 
@@ -150,10 +164,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else None
+        detail: str | None = exc.detail if isinstance(exc.detail, str) else None
         if detail == HTTPStatus(exc.status_code).phrase:
             detail = None
-        headers = exc.headers
+        headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 405:  # Starlette names only the first matching route's
             headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
@@ -176,6 +190,15 @@ def install(app: FastAPI) -> None:
             code="invalid-options",
             instance=request.url.path,
             errors=_validation_errors(list(exc.errors())),
+        )
+
+    @app.exception_handler(InvalidKey)
+    async def _invalid_key(request: Request, exc: InvalidKey) -> JSONResponse:
+        # A name built from the request that no store can hold: the request's fault
+        # (the routes validate first; this is the net under them).
+        log.info("refused an object name on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            404, "no such resource", code="not-found", instance=request.url.path
         )
 
     @app.exception_handler(StoreError)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 import anyio
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.problems import problem_response
 
@@ -53,6 +54,21 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
+    if request.app.state.settings.metrics_port:  # served on a port of their own instead
+        raise StarletteHTTPException(404)
     # In a thread: collecting scans the store and the broker (ServiceCollector).
     body = await anyio.to_thread.run_sync(generate_latest, request.app.state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def serve_metrics_port(app: FastAPI) -> None:
+    """With `UARNVC_METRICS_PORT`, /metrics moves to that port (prometheus_client's own
+    server, on the API's host), so it can be firewalled apart from the API."""
+    s = app.state.settings
+    if s.metrics_port:
+        host = s.host if s.api_keys else "127.0.0.1"  # keyless: loopback, as the API
+        server, _thread = start_http_server(
+            s.metrics_port, addr=host, registry=app.state.metrics.registry
+        )
+        app.state.metrics_server = server
+        log.info("metrics on http://%s:%d/metrics", host, s.metrics_port)

@@ -2,8 +2,8 @@
 
 The page is a client of the public `/v1` API like any other (same auth, same errors), so
 it needs nothing from the server but its files. They are served without auth (they hold
-no data) and with a strict Content-Security-Policy: everything comes from this origin,
-nothing from a CDN.
+no data) and with a strict Content-Security-Policy (api/headers.py, on `/` and every file
+under `/web/`): everything comes from this origin, nothing from a CDN, never framed.
 """
 
 from __future__ import annotations
@@ -15,11 +15,6 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-CSP = (
-    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-    "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
-    "base-uri 'none'; frame-ancestors 'none'"
-)
 router = APIRouter(include_in_schema=False)
 
 
@@ -27,7 +22,7 @@ router = APIRouter(include_in_schema=False)
 async def index() -> FileResponse:
     return FileResponse(
         WEB_DIR / "index.html",
-        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
+        headers={"Cache-Control": "no-cache"},  # the CSP: api/headers.py
     )
 
 

@@ -77,29 +77,86 @@ export async function getJson(path, init) {
   return (await apiFetch(path, init)).json();
 }
 
-/**
- * Upload a job with XMLHttpRequest (fetch has no upload progress).
- * Resolves with the job status (202), rejects with ApiError.
- */
-export function submitJob(form, onProgress) {
+const TUS = { "Tus-Resumable": "1.0.0" };
+const CHUNK = 8 * 1024 * 1024; // bytes per PATCH: what a dropped connection can cost
+const RETRIES = 5;
+
+/** One PATCH of `blob` at `offset` with XMLHttpRequest (fetch has no upload progress). */
+function patchChunk(url, offset, blob, onSent) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/v1/jobs");
-    for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
-    xhr.upload.onprogress = (e) => e.lengthComputable && onProgress?.(e.loaded / e.total);
-    xhr.onerror = () => reject(new ApiError({ title: "Network error", detail: "upload failed" }));
+    xhr.open("PATCH", url);
+    const headers = authHeaders({
+      ...TUS,
+      "Upload-Offset": String(offset),
+      "Content-Type": "application/offset+octet-stream",
+    });
+    for (const [k, v] of Object.entries(headers)) xhr.setRequestHeader(k, v);
+    xhr.upload.onprogress = (e) => onSent?.(e.loaded);
+    xhr.onerror = () => reject(new TypeError("connection lost"));
     xhr.onload = () => {
+      if (xhr.status === 204) return resolve(Number(xhr.getResponseHeader("Upload-Offset")));
       let body = {};
       try {
         body = JSON.parse(xhr.responseText || "{}");
       } catch {
         body = { detail: xhr.responseText.slice(0, 300) };
       }
-      if (xhr.status === 202 || xhr.status === 200) resolve(body);
-      else reject(new ApiError({ status: xhr.status, title: xhr.statusText, ...body }));
+      reject(new ApiError({ status: xhr.status, title: xhr.statusText, ...body }));
     };
-    xhr.send(form);
+    xhr.send(blob);
   });
+}
+
+async function serverOffset(url) {
+  const resp = await apiFetch(url, { method: "HEAD", headers: TUS });
+  return Number(resp.headers.get("Upload-Offset"));
+}
+
+/**
+ * Send `file` with the tus protocol (/v1/uploads), resuming from the server's offset
+ * after a dropped connection; resolves with the upload id.
+ */
+export async function uploadFile(file, onProgress) {
+  const meta = `filename ${btoa(unescape(encodeURIComponent(file.name)))}`;
+  const created = await apiFetch("/v1/uploads", {
+    method: "POST",
+    headers: { ...TUS, "Upload-Length": String(file.size), "Upload-Metadata": meta },
+  });
+  const url = new URL(created.headers.get("Location"), location.href).pathname;
+  let offset = 0;
+  let failures = 0;
+  while (offset < file.size) {
+    const blob = file.slice(offset, offset + CHUNK);
+    const base = offset;
+    try {
+      offset = await patchChunk(url, base, blob, (n) => onProgress?.((base + n) / file.size));
+      failures = 0;
+    } catch (err) {
+      if (err instanceof ApiError && err.status !== 409) throw err;
+      if (++failures > RETRIES) {
+        throw new ApiError({ title: "Network error", detail: "upload failed; try again" });
+      }
+      await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** failures)));
+      offset = await serverOffset(url);
+    }
+    onProgress?.(offset / file.size);
+  }
+  return url.split("/").pop();
+}
+
+/**
+ * Upload `file` resumably, then create the job from it with the encode `fields`.
+ * Resolves with the job status (202), rejects with ApiError.
+ */
+export async function submitJob(file, fields, onProgress) {
+  const uploadId = await uploadFile(file, onProgress);
+  const resp = await apiFetch("/v1/jobs", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ ...fields, upload_id: uploadId }),
+  });
+  return resp.json();
 }
 
 /**

@@ -13,6 +13,14 @@ const fmt = {
   bpp: (v) => (Number.isFinite(v) ? v.toFixed(4) : "–"),
   bytes: (v) => (v == null ? "–" : v < 10_000 ? `${v} B` : `${(v / 1024).toFixed(1)} KiB`),
   time: (iso) => new Date(iso).toLocaleString(),
+  // Seconds as 45s, 4m05s, 2h03m; null (not estimable yet) as a dash.
+  eta: (s) => {
+    if (!Number.isFinite(s)) return "–";
+    if (s < 60) return `${Math.round(s)}s`;
+    const m = Math.floor(s / 60);
+    if (s < 3600) return `${m}m${String(Math.floor(s % 60)).padStart(2, "0")}s`;
+    return `${Math.floor(s / 3600)}h${String(m % 60).padStart(2, "0")}m`;
+  },
 };
 
 // ------------------------------------------------------------------------- errors
@@ -56,12 +64,11 @@ $("#error-close").addEventListener("click", clearError);
 $("#upload-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   clearError();
-  const form = new FormData();
   const file = $("#file").files[0];
   if (!file) return showError(new Error("choose a video file first"));
-  form.append("file", file, file.name);
+  const fields = {};
   for (const el of e.target.querySelectorAll("fieldset [name]")) {
-    if (el.value !== "") form.append(el.name, el.value);
+    if (el.value !== "") fields[el.name] = el.value;
   }
   const bar = $("#upload-progress");
   bar.hidden = false;
@@ -69,7 +76,7 @@ $("#upload-form").addEventListener("submit", async (e) => {
   $("#submit").disabled = true;
   $("#upload-state").textContent = "uploading…";
   try {
-    const job = await submitJob(form, (f) => {
+    const job = await submitJob(file, fields, (f) => {
       bar.value = f;
       if (f >= 1) $("#upload-state").textContent = "probing the video…";
     });
@@ -115,6 +122,7 @@ async function refreshJobs() {
         j.filename || "",
         j.status,
         `${j.clips_done}/${j.clips_total} (${Math.round(j.progress)}%)`,
+        TERMINAL.has(j.status) ? "" : fmt.eta(j.eta_seconds),
         fmt.psnr(j.psnr),
         fmt.bpp(j.bpp),
         fmt.time(j.created_at),
@@ -152,6 +160,13 @@ function renderStatus(st) {
     `${st.filename || "upload"}: ${inp.width}×${inp.height} @ ${inp.fps.toFixed(2)} fps, ` +
     `${st.clips_done}/${st.clips_total} clips, ${fmt.psnr(st.psnr)}, ${fmt.bpp(st.bpp)} bpp, ` +
     `${fmt.bytes(st.bytes)}${err}`;
+  const started = st.started_at ? `started ${fmt.time(st.started_at)}` : "not started yet";
+  const estimate = Number.isFinite(st.estimate_seconds)
+    ? `, estimated ${fmt.eta(st.estimate_seconds)} in all`
+    : "";
+  $("#job-eta").textContent = TERMINAL.has(st.status)
+    ? started
+    : `ETA ${fmt.eta(st.eta_seconds)} (${started}${estimate})`;
   for (const c of st.clips) mergeClip(c);
   renderClips();
 }

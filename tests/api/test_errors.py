@@ -35,8 +35,15 @@ def test_no_file(client: TestClient) -> None:
 
 
 def test_not_multipart(client: TestClient) -> None:
-    r = client.post("/v1/jobs", json={"file": "x"})
+    r = client.post("/v1/jobs", content=b"file=x", headers={"content-type": "text/plain"})
     assert_problem(r, 415)
+    assert_nothing_left(client)
+    # JSON carries fields (an `upload_id`), never the video itself.
+    r = client.post("/v1/jobs", json={"file": "x"})
+    assert_problem(r, 422, "no-file")
+    assert_nothing_left(client)
+    r = client.post("/v1/jobs", json={"steps": 5})
+    assert_problem(r, 422, "no-file")
     assert_nothing_left(client)
 
 
@@ -97,6 +104,8 @@ def test_too_many_frames(make_client: AppFactory, small_video: Path) -> None:
         {"width": "abc"},
         {"bogus": "1"},
         {"params": "10"},  # the codec's own bound (pydantic EncodeOptions)
+        {"quality": "11"},
+        {"target_bpp": "0.1", "target_psnr": "30"},  # one target at a time
     ],
 )
 def test_bad_options(client: TestClient, small_video: Path, fields: dict) -> None:

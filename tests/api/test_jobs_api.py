@@ -38,6 +38,14 @@ def test_create_returns_202_location_and_queues_split(
     assert client.get(f"/v1/jobs/{job}").json()["status"] == "queued"
 
 
+def test_rate_options_are_kept(client: TestClient, small_video: Path) -> None:
+    """The quality knob and the per-clip targets reach the job (and so the workers)."""
+    r = post_video(client, small_video, quality="7.5", target_psnr="31")
+    assert r.status_code == 202, r.text
+    opts = r.json()["options"]
+    assert opts["quality"] == 7.5 and opts["target_psnr"] == 31 and opts["target_bpp"] is None
+
+
 def test_raw_body_upload(client: TestClient, small_video: Path) -> None:
     r = client.post(
         "/v1/jobs?clip_length=6&steps=5&params=6000",

@@ -1,5 +1,6 @@
-"""Auth, tenancy and the API's defences (issue 5 §6): who gets in, who sees what, and
-what no request can make the API do (path traversal, leaked keys, open CORS, floods)."""
+"""Auth, tenancy and the API's defences (docs/reliability.md, "Auth, tenancy and
+limits"): who gets in, who sees what, and what no request can make the API do (path
+traversal, leaked keys, open CORS, floods)."""
 
 from __future__ import annotations
 
@@ -178,7 +179,7 @@ def test_traversal_filename_upload_stays_inside(
     job = keyed.get(f"/v1/jobs/{r.json()['id']}", headers=A).json()
     assert job.get("filename") in (None, "escape.mkv")
     assert not list(tmp_path.rglob("escape.mkv"))
-    assert all(k.startswith(("jobs/", "owners/")) for k in store_keys(keyed))
+    assert all(k.startswith(("jobs/", "owners/", "active/")) for k in store_keys(keyed))
 
 
 # ------------------------------------------------------------------------------ CORS

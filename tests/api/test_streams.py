@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.codec.bitstream import BitstreamError, read_stream
-from core.codec.stream import decode_clip
+from core.codec.chain import decode_clip
 from core.video import read_frames
 from tests.api.conftest import post_video, run_inline
 
@@ -33,7 +33,7 @@ def done_job(tmp_path_factory: pytest.TempPathFactory, small_video: Path):
     from core.settings import Settings
 
     s = Settings(data_dir=tmp_path_factory.mktemp("streams"), poll_interval=0.05)
-    with TestClient(create_app(s)) as client:
+    with TestClient(create_app(s), base_url="http://127.0.0.1") as client:
         job = post_video(client, small_video).json()["id"]
         run_inline(client, job)
         yield client, job

@@ -29,9 +29,11 @@ def test_quick_run_on_pens(tmp_path: Path) -> None:
         for p in pts:
             assert math.isfinite(p["psnr"]) and p["psnr"] > 5, (name, p)
             assert math.isfinite(p["bpp"]) and p["bpp"] > 0, (name, p)
-    budget = data["clips"]["pens"]["budget"]
-    assert budget["whole_params_actual"] <= budget["whole_params_budget"]
-    assert curves["whole"][0]["params"] == budget["whole_params_actual"]
+    for p in curves["whole"]:
+        budget = p["budget"]
+        assert budget["whole_params_actual"] <= budget["whole_params_budget"]
+        assert p["params"] == budget["whole_params_actual"]
+    assert {(p["quality"], p["seed"]) for p in curves["uar"]} == {(3.0, 0), (7.0, 0)}
     bd = data["bd"]["per_clip"]["pens"]["uar vs independent"]
     assert bd["bd_rate_pct"]["value"] is None or math.isfinite(bd["bd_rate_pct"]["value"])
     assert data["machine"]["torch"] and data["machine"]["cpu"]

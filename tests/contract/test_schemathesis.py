@@ -1,6 +1,6 @@
-"""API contract fuzzing (issue 5 §5): schemathesis generates requests from the live
-OpenAPI schema of a real uvicorn; no response may be a 5xx, and every response must
-match the schema (status codes, content types, bodies)."""
+"""API contract fuzzing (docs/reliability.md, "The API contract"): schemathesis
+generates requests from the live OpenAPI schema of a real uvicorn; no response may be a
+5xx, and every response must match the schema (status codes, content types, bodies)."""
 
 from __future__ import annotations
 

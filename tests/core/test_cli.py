@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +133,51 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
     assert r.returncode == 2
     r = uarnvc("decode", "/nonexistent.uarv", "-o", str(tmp_path / "x.mkv"))
     assert r.returncode == 1 and "nonexistent" in r.stderr
+
+
+def test_encode_prints_its_eta_first_and_honours_the_time_limit(tmp_path: Path) -> None:
+    """The ETA line comes before any training output, the bars carry a job-level ETA, and
+    UARNVC_MAX_ENCODE_SECONDS refuses an encode estimated over it (nothing written)."""
+    src = SAMPLES / "pens.mp4"
+    if not src.exists():
+        pytest.skip(f"sample videos not found at {SAMPLES}")
+    env = {**os.environ, "UARNVC_DATA_DIR": str(tmp_path / "data")}
+    out = tmp_path / "o.uarv"
+    cmd = [sys.executable, "-m", "core.cli", "encode", str(src), "-o", str(out), *ARGS]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    m = re.match(r"ETA (\S+) total, (\S+) per clip \((\d+) clips, 64x52, 25 steps, ", lines[0])
+    assert m, lines[0]
+    assert m.group(3) == "3"
+    assert [i for i, s in enumerate(lines) if s.startswith("  clip ")] == [1, 2, 3]
+    assert "job_eta=" in r.stderr  # beside the per-clip bars
+    assert len(list((tmp_path / "data" / "calibration").glob("*.json"))) == 1
+
+    out.unlink()
+    env["UARNVC_MAX_ENCODE_SECONDS"] = "0.01"
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 1
+    assert r.stdout.startswith("ETA ") and "cached calibration" in r.stdout
+    assert "ETA over 0.0s" in r.stdout
+    assert "exceeds UARNVC_MAX_ENCODE_SECONDS" in r.stderr
+    assert not out.exists() and list(tmp_path.glob("*.uarv")) == []
+
+
+def test_a_command_that_fails_to_load_says_so_on_help(monkeypatch) -> None:
+    """A broken plugin command (here: one whose import fails) is named on --help, not
+    silently missing; the codec commands still work."""
+    import core.cli as cli
+
+    class Broken:
+        name = "serve"
+
+        def load(self):
+            raise ImportError("No module named 'uvicorn'")
+
+    monkeypatch.setattr(cli, "entry_points", lambda group: [Broken()])
+    parser = cli.build_parser()
+    assert "unavailable commands: serve (ImportError: No module named 'uvicorn')" in (
+        parser.format_help()
+    )
+    assert parser.parse_args(["info", "x.uarv"]).command == "info"

@@ -11,6 +11,7 @@ import pytest
 
 from core.settings import Settings
 from core.storage import (
+    InvalidKey,
     LocalStore,
     NotFound,
     ObjectStore,
@@ -97,6 +98,30 @@ def test_bad_keys_are_refused(store: ObjectStore, key: str) -> None:
         check_key(key)
     with pytest.raises(ValueError):
         store.put_bytes(key, b"x")
+
+
+@pytest.mark.parametrize("key", ["a/" + "9" * 251, "9" * 201, "a/" * 460 + "b", "x\n"])
+def test_overlong_keys_are_invalid_not_store_errors(store: ObjectStore, key: str) -> None:
+    """A name too long for a file system or S3 is the caller's fault (InvalidKey, a
+    ValueError), never a StoreError: the API's circuit breaker opens only on those."""
+    for call in (
+        lambda: store.get_bytes(key),
+        lambda: store.put_bytes(key, b"x"),
+        lambda: store.exists(key),
+    ):
+        with pytest.raises(InvalidKey):
+            call()
+
+
+def test_name_errors_from_the_os_are_invalid_keys(tmp_path: Path) -> None:
+    """Below the key check, the OS may still refuse a name (here ENOTDIR: a file used as
+    a directory): that too is InvalidKey, not a StoreError."""
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("a/file", b"x")
+    with pytest.raises(InvalidKey):
+        store.get_bytes("a/file/below")
+    with pytest.raises(InvalidKey):
+        store.put_bytes("a/file/below", b"x")
 
 
 def test_ping(store: ObjectStore) -> None:

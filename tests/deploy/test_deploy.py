@@ -64,7 +64,8 @@ def test_compose_services(compose: dict) -> None:
             assert args.command == "api" and args.host == "0.0.0.0"
         else:
             assert args.command == "worker"
-    assert services["worker-cpu"]["command"][3] == "cpu"
+    # The CPU workers also deliver webhooks (queue `hooks`): never behind a training clip.
+    assert services["worker-cpu"]["command"][3] == "cpu,hooks"
     gpu = services["worker-gpu"]
     assert assert_uarnvc_command(gpu["command"]).queues == "gpu"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from core.codec.bitstream import read_stream
-from core.codec.stream import decode_clip
+from core.codec.chain import decode_clip
 from core.video import VideoWriter
 
 

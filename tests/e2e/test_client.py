@@ -30,7 +30,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pro
     port = free_port()
     proc = procs.start(
         "serve",
-        uarnvc_cmd("serve", "--port", str(port), "--data-dir", str(d / "data")),
+        uarnvc_cmd("serve", "--port", str(port), "--data-dir", str(d / "data"), "--verbose"),
         env={
             "UARNVC_API_KEYS": KEY,
             "UARNVC_LOG_JSON": "1",

@@ -140,7 +140,9 @@ def test_embedded_serve(processes: Processes, pens: Path, tmp_path: Path) -> Non
     port = free_port()
     proc = processes.start(
         "serve",
-        service_cmd("serve", "--port", str(port), "--data-dir", str(tmp_path / "data")),
+        service_cmd(
+            "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), "--verbose"
+        ),
         {"UARNVC_POLL_INTERVAL": "0.2"},
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", 90, proc)

@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:
 import atheris  # noqa: E402
 
 with atheris.instrument_imports(include=["core.codec"]):
-    from core.codec import bitstream, entropy, stream  # noqa: F401
+    from core.codec import bitstream, chain, entropy  # noqa: F401
 
 from tests.fuzz.uarv import build_seed, check, reseal  # noqa: E402
 

@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 from core.codec.bitstream import CHUNK_MAGIC, MAGIC, BitstreamError, StreamHeader, iter_chunks
-from core.codec.stream import decode_clip
+from core.codec.chain import decode_clip
 
 SEED_OPTS = {"steps": 5, "params": 6000, "clip_length": 4, "width": 48}
 # What the harness lets a fuzzed header make the decoder render (a caller's policy, like
@@ -29,8 +29,8 @@ MAX_DECODE_PIXELS = 1 << 20
 
 def build_seed(dst_dir: Path) -> bytes:
     """A valid 3-clip `.uarv` (12 frames, 48x36) made by the real encoder."""
+    from core.codec.files import encode_file
     from core.codec.options import EncodeOptions
-    from core.codec.pipeline import encode_file
     from tests.fixtures.media import make_video
 
     src = make_video(dst_dir / "seed-src.mkv", frames=12, width=64, height=48)

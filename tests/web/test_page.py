@@ -155,6 +155,10 @@ def test_upload_watch_and_play_while_encoding(page, server: str) -> None:
     with api(server) as c:
         # The first clip arrives over SSE and is listed as done.
         page.wait_for_selector("#clips li.done", timeout=120_000)
+        # The job's ETA (from the estimate, then the measured clips) and its start.
+        page.wait_for_function(
+            "() => /^ETA \\d.*started /.test(document.querySelector('#job-eta').textContent)"
+        )
         # The video plays decoded frames before the job ends.
         deadline = time.monotonic() + 60
         played = None

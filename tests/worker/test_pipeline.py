@@ -9,42 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.jobs import InputInfo, Job, JobOptions, Keys, job_status, new_job_id, utcnow, write_job
-from core.settings import Settings
-from core.storage import LocalStore
+from core.jobs import JobOptions, Keys, write_job
+from core.status import job_status
 from tests.fixtures.media import TINY
+from tests.worker.task_queue import Queue
 from worker import pipeline
 from worker.lease import Lease
-
-
-class Queue(list):
-    def __call__(self, kind: str, args: list) -> None:
-        self.append((kind, list(args)))
-
-
-@pytest.fixture
-def env(tmp_path: Path, small_video: Path):
-    settings = Settings(data_dir=tmp_path, lease_seconds=3)
-    store = LocalStore(tmp_path / "store")
-    now = utcnow()
-    opts = JobOptions.model_validate(TINY)
-    job = Job(
-        id=new_job_id(),
-        owner="local",
-        created_at=now,
-        created_ms=int(now.timestamp() * 1000),
-        source_bytes=small_video.stat().st_size,
-        options=opts,
-        input=InputInfo(
-            width=64, height=48, fps=25, fps_num=25, fps_den=1, frames=12, codec="ffv1"
-        ),
-        frames_planned=12,
-        clip_length=4,
-    )
-    with open(small_video, "rb") as f:
-        store.put_stream(Keys(job.id).source, f)
-    write_job(store, job)
-    return settings, store, job.id
 
 
 def test_split_then_chain(env) -> None:
@@ -59,7 +29,7 @@ def test_split_then_chain(env) -> None:
     for k in range(3):
         q.clear()
         m = pipeline.encode(store, settings, job, k, q)
-        assert m is not None and m["bytes"] > 0
+        assert m is not None and m.bytes > 0
         assert q == ([("encode", [job, k + 1])] if k < 2 else [])
         assert not store.exists(keys.lease(k))  # released
     assert job_status(store, job).status == "succeeded"
@@ -78,7 +48,7 @@ def test_redelivered_clip_is_skipped_and_chain_continues(env) -> None:
 
 
 def test_lost_state_and_metrics_are_rebuilt_from_chunks(env) -> None:
-    from core.codec.stream import ChainState
+    from core.codec.chain import ChainState
 
     settings, store, job = env
     keys = Keys(job)
@@ -118,7 +88,7 @@ def test_live_lease_blocks_a_duplicate_until_it_expires(env) -> None:
 def test_commit_is_exclusive(env, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another worker commits clip 0 while we train it: its chunk stays, and our state is
     not written next to it (the state is rebuilt from the winning chunk instead)."""
-    import core.codec.stream as stream
+    import core.codec.chain as chain
 
     settings, store, job = env
     keys = Keys(job)
@@ -127,7 +97,7 @@ def test_commit_is_exclusive(env, monkeypatch: pytest.MonkeyPatch) -> None:
     winner = store.get_bytes(keys.chunk(0))
     for key in (keys.chunk(0), keys.state(0), keys.metrics(0)):
         store.delete(key)
-    real = stream.encode_clip
+    real = chain.encode_clip
 
     def racing(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -135,13 +105,13 @@ def test_commit_is_exclusive(env, monkeypatch: pytest.MonkeyPatch) -> None:
         result.chunk = result.chunk + b"-ours"
         return result
 
-    monkeypatch.setattr(stream, "encode_clip", racing)
+    monkeypatch.setattr(chain, "encode_clip", racing)
     q = Queue()
     pipeline.encode(store, settings, job, 0, q)
     assert store.get_bytes(keys.chunk(0)) == winner
     assert not store.exists(keys.state(0))
     assert q == [("encode", [job, 1])]
-    monkeypatch.setattr(stream, "encode_clip", real)
+    monkeypatch.setattr(chain, "encode_clip", real)
     assert pipeline.encode(store, settings, job, 1, Queue()) is not None
 
 
@@ -170,6 +140,54 @@ def test_resume_requeues_what_is_next(env) -> None:
     q = Queue()
     assert pipeline.resume(store, q) == 1 and q == [("split", [job])]
     pipeline.split(store, settings, job, Queue())
+    pipeline.encode(store, settings, job, 0, Queue())
+    q.clear()
+    assert pipeline.resume(store, q) == 1 and q == [("encode", [job, 1])]
+
+
+def _with_options(store, job_id: str, **changes) -> None:
+    from core.jobs import load_job
+
+    job = load_job(store, job_id)
+    job.options = job.options.model_copy(update=changes)
+    write_job(store, job)
+
+
+def test_groups_are_chains_of_their_own_with_the_same_bytes(env, small_video: Path) -> None:
+    """With key_interval, each group is queued at split and trains without waiting for
+    the others (N workers, N groups at once); the stream is byte-identical to the CLI's."""
+    from core.codec.files import encode_file
+
+    settings, store, job = env
+    _with_options(store, job, key_interval=2)
+    q = Queue()
+    pipeline.split(store, settings, job, q)
+    assert q == [("encode", [job, 0]), ("encode", [job, 2])]  # 3 clips: groups {0, 1}, {2}
+    q.clear()
+    assert pipeline.encode(store, settings, job, 2, q) is not None  # before clip 0 exists
+    assert q == []  # the last of its group: nothing follows
+    pipeline.encode(store, settings, job, 0, q)
+    assert q == [("encode", [job, 1])]
+    q.clear()
+    pipeline.encode(store, settings, job, 1, q)
+    assert q == [] and job_status(store, job).status == "succeeded"
+    keys = Keys(job)
+    served = store.get_bytes(keys.header) + b"".join(
+        store.get_bytes(keys.chunk(k)) for k in range(3)
+    )
+    opts = JobOptions.model_validate({**TINY, "key_interval": 2}).to_encode_options()
+    out = small_video.parent / "cli.uarv"
+    encode_file(small_video, out, opts)
+    assert served == out.read_bytes()
+
+
+def test_resume_requeues_every_unfinished_group(env) -> None:
+    settings, store, job = env
+    _with_options(store, job, key_interval=2)
+    pipeline.split(store, settings, job, Queue())
+    pipeline.encode(store, settings, job, 2, Queue())
+    q = Queue()
+    assert pipeline.resume(store, q) == 1 and q == [("encode", [job, 0])]
     pipeline.encode(store, settings, job, 0, Queue())
     q.clear()
     assert pipeline.resume(store, q) == 1 and q == [("encode", [job, 1])]

@@ -26,7 +26,7 @@ def pens() -> Path:
 @pytest.fixture(scope="session")
 def tiny_stream(pens: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """(path, report) of pens encoded with TINY: 3 clips, one I and two P."""
-    from core.codec.pipeline import encode_file
+    from core.codec.files import encode_file
 
     out = tmp_path_factory.mktemp("codec") / "pens.uarv"
     report = encode_file(pens, out, TINY)

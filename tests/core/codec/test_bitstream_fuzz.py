@@ -1,4 +1,5 @@
-"""Property tests of `.uarv` parsing and decoding against hostile input (issue 5 §4).
+"""Property tests of `.uarv` parsing and decoding against hostile input
+(docs/reliability.md, "The bitstream").
 
 Every input either decodes or raises `BitstreamError` whose message names the header
 field or the clip; nothing else escapes, nothing hangs (pytest-timeout), and a declared
@@ -32,7 +33,7 @@ from core.codec.bitstream import (
     StreamHeader,
     iter_chunks,
 )
-from core.codec.stream import decode_clip
+from core.codec.chain import decode_clip
 from tests.fuzz.uarv import build_seed, check, reseal, split_stream
 
 FAST, SOAK = 60, 2000
@@ -332,7 +333,7 @@ def test_wrong_version(seed: bytes) -> None:
     for v in (0, VERSION + 1, 255):
         pre = bytes([v]) + seed[5:]
         msg = check(reseal(b"UARV" + pre))
-        assert msg == f"header: unsupported version {v} (this decoder reads {VERSION})"
+        assert msg == f"header: unsupported version {v} (this decoder reads 1, 2)"
 
 
 @pytest.mark.parametrize("declared", [2**20 + 1, MAX_CHUNK_BODY, MAX_CHUNK_BODY + 1, 2**32 - 1])
@@ -403,3 +404,35 @@ def test_backbone_regressions(seed: bytes, edit: dict, words: str) -> None:
     bad = dataclasses.replace(header, backbone={**header.backbone, **edit}).to_bytes()
     msg = check(bad + b"".join(chunks))
     assert msg.startswith("header: backbone config: ") and words in msg, msg
+
+
+HINERV_OK = {"expand": 2, "kernel": 3, "grid_div": 4, "grid_t": 2, "grid_ch": [4, 0, 0]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({**HINERV_OK, "expand": 10**6}, "extra.expand 1000000 is not an integer in 1..8"),
+        ({**HINERV_OK, "kernel": 4}, "extra.kernel 4 is not odd"),
+        ({**HINERV_OK, "grid_div": 0}, "extra.grid_div 0 is not an integer"),
+        ({**HINERV_OK, "grid_ch": [4]}, "extra.grid_ch [4] is not a list of 3 integers"),
+        ({**HINERV_OK, "grid_ch": [10**6, 0, 0]}, "outside 0..16384"),
+        ({**HINERV_OK, "evil": 1}, "unknown keys ['evil']"),
+        ({k: v for k, v in HINERV_OK.items() if k != "grid_t"}, "extra.grid_t None"),
+    ],
+)
+def test_hinerv_extra_is_bounded(seed: bytes, extra: dict, words: str) -> None:
+    head, chunks = split_stream(seed)
+    header = StreamHeader.from_bytes(head)
+    edit = {**header.backbone, "name": "hinerv", "channels": [8, 8, 8, 8], "extra": extra}
+    bad = dataclasses.replace(header, backbone=edit).to_bytes()
+    msg = check(bad + b"".join(chunks))
+    assert msg.startswith("header: backbone config: ") and words in msg, msg
+
+
+def test_extra_must_be_empty_for_other_backbones(seed: bytes) -> None:
+    head, chunks = split_stream(seed)
+    header = StreamHeader.from_bytes(head)
+    bad = dataclasses.replace(header, backbone={**header.backbone, "extra": {"x": 1}}).to_bytes()
+    msg = check(bad + b"".join(chunks))
+    assert "extra {'x': 1} is not empty" in msg, msg

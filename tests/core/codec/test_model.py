@@ -11,7 +11,10 @@ from core.codec.model import (
     config_for_budget,
     count_params,
     param_scales,
+    stage_sizes,
+    upsample2,
 )
+from core.codec.warmstart import is_time_slots
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -68,3 +71,74 @@ def test_warp_step_is_an_eighth_of_a_pixel_at_the_edge() -> None:
     assert scale == WARP_SCALE / 160
     # step = scale / q_den; at q_den 8 a translation step is (step * W / 2) pixels.
     assert scale / 8 * 160 / 2 == pytest.approx(1 / 8)
+
+
+@pytest.mark.parametrize(("h", "w"), [(5, 7), (1, 4), (6, 6)])
+def test_upsample2_is_bilinear_interpolation(h: int, w: int) -> None:
+    x = torch.rand(2, 3, h, w)
+    ref = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(upsample2(x), ref, rtol=0, atol=1e-6)
+
+
+def test_hinerv_stage_grids_are_time_slots_and_change_the_output() -> None:
+    cfg = config_for_budget("hinerv", 90, 160, 16, 20_000)
+    model = build_model(cfg)
+    names = [n for n, _ in model.named_parameters()]
+    assert "grid" in names and any(n.startswith("grids.") for n in names)
+    assert all(is_time_slots(n) for n in names if n.startswith("grids."))
+    assert [s for s in stage_sizes(cfg)][-1] == (90, 160)
+    t = torch.tensor([0.2, 0.7])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.3, 0.3)
+        before = model(t)
+        model.grids[0].add_(1.0)
+        after = model(t)
+    assert before.shape == (2, 3, 90, 160) and not torch.allclose(before, after)
+
+
+def test_one_registry_feeds_the_options_the_cli_and_the_stream_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backbone registered with the decorator is at once an option, a CLI choice and a
+    name a stream may carry; an unregistered one is none of these."""
+    import argparse
+
+    from core.cli import add_encode_options
+    from core.codec import model
+    from core.codec.options import EncodeOptions
+
+    monkeypatch.setattr(model, "BACKBONES", dict(BACKBONES))
+
+    @model.register_backbone("grid2", time_slots=True)
+    class Grid2(model.GridNeRV):
+        pass
+
+    with pytest.raises(ValueError, match="registered twice"):
+        model.register_backbone("grid2", time_slots=True)(Grid2)
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_encode_options(parser)
+    cfg = config_for_budget("grid2", 36, 48, clip_length=4, params=8000)
+    assert isinstance(build_model(model.BackboneConfig.from_dict(cfg.to_dict())), Grid2)
+    assert parser.parse_args(["--backbone", "grid2"]).backbone == "grid2"
+    assert EncodeOptions(backbone="grid2").backbone == "grid2"
+    with pytest.raises(argparse.ArgumentError, match="invalid choice"):
+        parser.parse_args(["--backbone", "grid3"])
+    with pytest.raises(ValueError, match="unknown backbone 'grid3'"):
+        EncodeOptions(backbone="grid3")
+    with pytest.raises(ValueError, match="unknown backbone 'grid3'"):
+        model.BackboneConfig.from_dict({**cfg.to_dict(), "name": "grid3"})
+
+
+def test_backbone_config_bounds_are_on_the_type() -> None:
+    """The encoder's own configs are validated like a stream's: no field escapes them."""
+    from core.codec.model import MAX_CHANNELS, BackboneConfig
+
+    cfg = config_for_budget("hinerv", 36, 48, clip_length=8, params=20_000).to_dict()
+    assert BackboneConfig.from_dict(cfg).to_dict() == cfg
+    with pytest.raises(ValueError, match=f"less than or equal to {MAX_CHANNELS}"):
+        BackboneConfig(**{**cfg, "channels": (MAX_CHANNELS + 1, 8)})
+    with pytest.raises(ValueError, match="config has unknown keys"):
+        BackboneConfig.from_dict({**cfg, "depth": 3})
+    with pytest.raises(ValueError, match="extra is not an object"):
+        BackboneConfig.from_dict({**cfg, "extra": [1]})

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.codec.decoder import clip_times
-from core.codec.init import seeded_init
+from core.codec.files import encode_file
 from core.codec.model import build_model, config_for_budget, param_scales
 from core.codec.motion import corner_motion_px, search_warp
 from core.codec.options import EncodeOptions
-from core.codec.pipeline import encode_file
+from core.codec.render import clip_times
+from core.codec.warmstart import seeded_init
 from core.video import VideoWriter
 
 H, W, L = 40, 56, 4

@@ -2,15 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.codec.init import (
+from core.codec.scenecut import choose_alpha, correlation, thumbnail
+from core.codec.warmstart import (
     ALPHA_DEN,
-    choose_alpha,
     continue_latents,
-    correlation,
     interpolate,
     seeded_init,
     seeded_uniform,
-    thumbnail,
 )
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from core.codec.bitstream import BitstreamError, StreamHeader, read_stream
+from core.codec.chain import ChainState, decode_clip, encode_clip, plan_stream
 from core.codec.options import EncodeOptions
-from core.codec.stream import ChainState, decode_clip, encode_clip, plan_stream
 from core.video import iter_clips, probe
 
 from .conftest import TINY
@@ -45,7 +46,7 @@ def test_decoder_rebuilds_the_encoders_theta_hat_exactly(chain) -> None:
             np.testing.assert_array_equal(state.start[name], r.state.start[name])
         np.testing.assert_array_equal(frames, r.frames)
         prev = state
-    assert results[0].metrics["key"] and not results[1].metrics["key"]
+    assert results[0].metrics.key and not results[1].metrics.key
 
 
 def test_chain_state_serialises_without_pickle(chain) -> None:
@@ -68,10 +69,10 @@ def test_metrics_are_consistent(chain) -> None:
     _header, results, clips = chain
     for r, frames in zip(results, clips, strict=True):
         m = r.metrics
-        assert m["bytes"] == len(r.chunk)
-        assert m["bpp"] == pytest.approx(len(r.chunk) * 8 / (len(frames) * 48 * 39))
+        assert m.bytes == len(r.chunk)
+        assert m.bpp == pytest.approx(len(r.chunk) * 8 / (len(frames) * 48 * 39))
         mse = np.mean((frames.astype(float) - r.frames.astype(float)) ** 2, axis=(1, 2, 3))
-        assert m["psnr"] == pytest.approx(np.mean(10 * np.log10(255**2 / mse)), abs=1e-9)
+        assert m.psnr == pytest.approx(np.mean(10 * np.log10(255**2 / mse)), abs=1e-9)
 
 
 def test_independent_mode_codes_every_clip_alone(pens: Path) -> None:
@@ -80,19 +81,19 @@ def test_independent_mode_codes_every_clip_alone(pens: Path) -> None:
     prev = None
     for k, frames in enumerate(iter_clips(pens, 4, frames=8, width=48)):
         r = encode_clip(header, k, frames, prev, opts)
-        assert r.metrics["key"]
+        assert r.metrics.key
         # Each chunk decodes with no predecessor: random access.
         decode_clip(header, r.chunk, None)
         prev = r.state
 
 
 def test_key_interval_starts_new_groups(pens: Path) -> None:
-    opts = TINY.model_copy(update={"key_interval": 2, "steps": 3})
+    opts = TINY.model_copy(update={"key_interval": 2, "steps": 40})  # a model worth chaining
     header = plan_stream(probe(pens), opts)
     prev, keys = None, []
     for k, frames in enumerate(iter_clips(pens, 4, frames=12, width=48)):
         r = encode_clip(header, k, frames, prev, opts)
-        keys.append(r.metrics["key"])
+        keys.append(r.metrics.key)
         prev = r.state
     assert keys == [True, False, True]
 
@@ -101,7 +102,7 @@ def test_decoding_in_another_process_is_bit_exact(tiny_stream: tuple[Path, dict]
     path, _ = tiny_stream
     code = (
         "import sys, hashlib\n"
-        "from core.codec.pipeline import iter_decode\n"
+        "from core.codec.files import iter_decode\n"
         "h = hashlib.sha256()\n"
         "with open(sys.argv[1], 'rb') as f:\n"
         "    _, it = iter_decode(f)\n"
@@ -116,7 +117,7 @@ def test_decoding_in_another_process_is_bit_exact(tiny_stream: tuple[Path, dict]
     }
     import hashlib
 
-    from core.codec.pipeline import iter_decode
+    from core.codec.files import iter_decode
 
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -156,15 +157,15 @@ def test_scene_cut_starts_a_new_group(pens: Path, tmp_path: Path) -> None:
     b = read_frames(book, frames=8, width=52)[:, : a.shape[1], :48]
     src = tmp_path / "cut.mkv"
     write_video(src, np.concatenate([a, b]), Fraction(25))
-    opts = TINY.model_copy(update={"steps": 3, "frames": None, "width": None})
+    opts = TINY.model_copy(update={"steps": 40, "frames": None, "width": None})
     header = plan_stream(probe(src), opts)
     prev, metrics = None, []
     for k, frames in enumerate(iter_clips(src, 4)):
         r = encode_clip(header, k, frames, prev, opts)
         metrics.append(r.metrics)
         prev = r.state
-    assert [m["key"] for m in metrics] == [True, False, True, False]
-    assert metrics[2]["correlation"] < opts.scene_cut < metrics[1]["correlation"]
+    assert [m.key for m in metrics] == [True, False, True, False]
+    assert metrics[2].correlation < opts.scene_cut < metrics[1].correlation
 
 
 def test_default_budget_fits_tiny_frames(pens: Path) -> None:
@@ -190,3 +191,29 @@ def test_other_backbones_still_round_trip(pens: Path, backbone: str) -> None:
         out, prev_dec = decode_clip(header, r.chunk, prev_dec)
         np.testing.assert_array_equal(out, r.frames)
         prev_enc = r.state
+
+
+def test_quality_orders_size_precision_and_rate_weight() -> None:
+    rates = [EncodeOptions(quality=q).rate() for q in (0, 2.5, 5, 7.5, 10)]
+    for lo, hi in itertools.pairwise(rates):
+        assert lo.params_per_pixel < hi.params_per_pixel
+        assert lo.q_den <= hi.q_den
+        assert lo.lam > hi.lam
+    assert EncodeOptions(quality=5, lam=0.5).rate().lam == 0.5  # --lambda overrides
+
+
+def test_one_target_at_a_time() -> None:
+    with pytest.raises(ValueError, match="target_bpp or target_psnr"):
+        EncodeOptions(target_bpp=0.1, target_psnr=35)
+    assert EncodeOptions(target_bpp=0.1).targeted and not EncodeOptions().targeted
+
+
+def test_target_bpp_sizes_the_model_and_searches_each_clip(pens: Path, tmp_path: Path) -> None:
+    from core.codec.files import encode_file
+
+    opts = TINY.model_copy(update={"frames": 8, "width": 96, "params": None, "steps": 12})
+    small = encode_file(pens, tmp_path / "s.uarv", opts.model_copy(update={"target_bpp": 0.1}))
+    large = encode_file(pens, tmp_path / "l.uarv", opts.model_copy(update={"target_bpp": 1.0}))
+    assert large["clips"][0]["params"] > small["clips"][0]["params"]
+    assert all(0 <= c["quality"] <= 10 for c in small["clips"] + large["clips"])
+    assert large["total"]["bpp"] > small["total"]["bpp"]

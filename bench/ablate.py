@@ -1,4 +1,5 @@
-"""Ablations of the choices METHOD.md leaves open: each variant against the default.
+"""Ablations of the choices the method leaves open (docs/method.md, "Choices"): each
+variant against the default.
 
     python -m bench.ablate [--clips pens,book] [--frames 48] [--width 160] [--only NAME,...]
 
@@ -26,14 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-import core.codec.encoder as encoder_mod
+import core.codec.chain as chain_mod
+import core.codec.fit as fit_mod
 import core.codec.motion as motion_mod
 import core.codec.options as options_mod
-import core.codec.stream as stream_mod
 from bench.machine import REPO
 from bench.rd import CLIPS, DATA
+from core.codec.files import encode_file
 from core.codec.options import EncodeOptions
-from core.codec.pipeline import encode_file
 
 
 @contextlib.contextmanager
@@ -67,13 +68,13 @@ def _warp_always() -> Iterator[None]:
 VARIANTS: dict[str, tuple[str, dict[str, Any], Callable[[], Any]]] = {
     "default": ("defaults (uar, L=16, gridwarp, II a_k from correlation + latent hold, motion-gated warp)", {}, _nothing),
     "independent": ("no II/RQEC chain: every clip an I-model (the paper's base)", {"mode": "independent"}, _nothing),
-    "ii_plain": ("II without latent continuation (slot-for-slot copy)", {}, lambda: patched(stream_mod, "continue_latents", lambda s: s)),
+    "ii_plain": ("II without latent continuation (slot-for-slot copy)", {}, lambda: patched(chain_mod, "continue_latents", lambda s: s)),
     "alpha_fixed": ("a_k = 1 always (no correlation-driven strength)", {"adaptive_alpha": False}, _nothing),
     "no_rate": ("lambda = 0: quantisation-aware but no entropy constraint", {"lam": 0.0}, _nothing),
-    "no_rate_warmup": ("rate term at full weight from step 0", {}, lambda: patched(encoder_mod, "RATE_WARMUP", 1e-9)),
+    "no_rate_warmup": ("rate term at full weight from step 0", {}, lambda: patched(fit_mod, "RATE_WARMUP", 1e-9)),
     "q_den_4": ("coarser steps: scale/4", {}, _preset(q_den=4)),
     "q_den_16": ("finer steps: scale/16", {}, _preset(q_den=16)),
-    "p_steps_half": ("P-models train half the steps", {}, lambda: patched(stream_mod, "P_STEPS_RATIO", 0.5)),
+    "p_steps_half": ("P-models train half the steps", {}, lambda: patched(options_mod, "P_STEPS_RATIO", 0.5)),
     "clip_8": ("clip length 8", {"clip_length": 8}, _nothing),
     "clip_24": ("clip length 24", {"clip_length": 24}, _nothing),
     "nerv_mlp": ("NeRV MLP stem instead of the latent grid (no warp)", {"backbone": "nerv"}, _nothing),

@@ -75,7 +75,7 @@ def cli(*args: str) -> list[str]:
 # torch start-up, which dominate short streams on a busy machine, are left out.
 _TIMED_DECODE = (
     "import sys, time\n"
-    "from core.codec.pipeline import decode_file\n"
+    "from core.codec.files import decode_file\n"
     "t = time.perf_counter(); c = time.process_time()\n"
     "decode_file(sys.argv[1], sys.argv[2])\n"
     "print(time.perf_counter() - t, time.process_time() - c)\n"

@@ -1,15 +1,20 @@
 """RD sweep: UAR-NVC's modes and classic codecs on real clips, with Bjøntegaard deltas.
 
-    python -m bench.rd [--clips pens,book] [--frames 48] [--width 160]
-                       [--lambdas 5e-4,2e-3,8e-3] [--modes uar,independent,whole]
-                       [--quick] [--out bench/results]
+    python -m bench.rd [--clips pens,book] [--frames 48] [--width 160] [--preset slow]
+                       [--qualities 3,5,7] [--seeds 0,1,2] [--modes uar,independent,whole]
+                       [--jobs 2] [--protocol gpu640] [--quick] [--out bench/results]
+
+A point is one encode at a quality (`--quality`, the rate knob: model size, precision and
+rate weight together) and a seed; a curve is one mode at one seed across the qualities.
+BD figures are computed per seed and averaged; every (quality, seed) point of `uar` is
+also compared with `independent` at the same quality and seed.
 
 Why it is built this way:
-* INR points come from ``core.codec.pipeline.encode_file``, the function the CLI and the
+* INR points come from ``core.codec.files.encode_file``, the function the CLI and the
   service call, so the benchmark measures the shipped codec, not a copy of it.
-* Each encode runs in a fresh child process (spawn, one at a time): ``ru_maxrss`` is a
-  process high-water mark, so in one long process every encode after the first would
-  report the largest peak so far.
+* Each encode runs in a fresh child process (spawn; ``--jobs`` of them at once, one torch
+  thread each): ``ru_maxrss`` is a process high-water mark, so in one long process every
+  encode after the first would report the largest peak so far.
 * ``whole`` (one model for the whole video) gets the same TOTAL parameter count as the
   clip modes (clips x the per-clip default budget) and, by default, the same total
   number of optimiser steps (clips x steps); otherwise it would just be a smaller model
@@ -30,7 +35,7 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -50,6 +55,7 @@ CLIPS = {
     "book": "book.mkv",
     "car-detection": "car-detection.mp4",
     "bottle-detection": "bottle-detection.mp4",
+    "bigbuckbunny": "bigbuckbunny.mp4",
 }
 MODES = ("uar", "independent", "whole")
 # Pairs reported as (test, anchor): negative BD-rate means `test` needs fewer bits.
@@ -64,6 +70,7 @@ PAIRS = (
 CLIP_KEYS = (
     "index",
     "key",
+    "quality",
     "a_k",
     "correlation",
     "steps",
@@ -82,7 +89,8 @@ class Settings:
 
     frames: int
     width: int
-    lambdas: tuple[float, ...]
+    qualities: tuple[float, ...]
+    seeds: tuple[int, ...]
     modes: tuple[str, ...]
     preset: str
     steps: int | None
@@ -91,6 +99,7 @@ class Settings:
     whole_steps: str
     classic: tuple[str, ...]
     threads: int  # torch threads per encode; 0 = torch's default
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -99,11 +108,12 @@ class Settings:
 # ------------------------------------------------------------------------------ INR side
 
 
-def model_budget(src: Path, s: Settings) -> dict[str, int]:
-    """Per-clip default parameter count, clip count, and what `whole` gets (their product)."""
+def model_budget(src: Path, s: Settings, quality: float) -> dict[str, int]:
+    """Per-clip parameter count at `quality`, clip count, and what `whole` gets (their
+    product)."""
+    from core.codec.chain import plan_stream
     from core.codec.model import BackboneConfig, count_params
     from core.codec.options import EncodeOptions
-    from core.codec.stream import plan_stream
     from core.video import probe
 
     info = probe(src)
@@ -114,6 +124,7 @@ def model_budget(src: Path, s: Settings) -> dict[str, int]:
         preset=s.preset,
         params=s.params,
         clip_length=s.clip_length,
+        quality=quality,
     )
     header = plan_stream(info, opts)
     per_clip = count_params(BackboneConfig.from_dict(header.backbone))
@@ -131,8 +142,8 @@ def _encode_child(src: str, dst: str, opts_json: str, threads: int) -> dict[str,
     """Runs in a fresh process: one encode_file call, so peak RSS is this encode's own."""
     import torch
 
+    from core.codec.files import encode_file
     from core.codec.options import EncodeOptions
-    from core.codec.pipeline import encode_file
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -140,34 +151,36 @@ def _encode_child(src: str, dst: str, opts_json: str, threads: int) -> dict[str,
 
 
 def inr_point(
-    src: Path, mode: str, lam: float, s: Settings, budget: dict[str, int], tmp: Path
+    src: Path, mode: str, quality: float, seed: int, s: Settings, tmp: Path
 ) -> dict[str, Any]:
-    """Encode one (mode, lambda) point in a child process and keep what the report says."""
+    """Encode one (mode, quality, seed) point in a child process; keep what the report says."""
     from core.codec.options import PRESETS, EncodeOptions
 
     update: dict[str, Any] = {}
+    budget = model_budget(src, s, quality)
     if mode == "whole":
         update["params"] = budget["whole_params_budget"]
         if s.whole_steps == "matched":
             update["steps"] = (s.steps or PRESETS[s.preset].steps) * budget["clips"]
     opts = EncodeOptions(
         mode=mode,
-        lam=lam,
+        quality=quality,
+        seed=seed,
         frames=s.frames,
         width=s.width,
         preset=s.preset,
         steps=s.steps,
         params=s.params,
         clip_length=s.clip_length,
+        device=s.device,
     ).model_copy(update=update)
-    dst = tmp / f"{src.stem}-{mode}-{lam:g}.uarv"
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        job = pool.submit(_encode_child, str(src), str(dst), opts.model_dump_json(), s.threads)
-        report = job.result()
+    dst = tmp / f"{src.stem}-{mode}-q{quality:g}-s{seed}.uarv"
+    report = _encode_child(str(src), str(dst), opts.model_dump_json(), s.threads)
     dst.unlink(missing_ok=True)
     t = report["total"]
     return {
-        "lambda": lam,
+        "quality": quality,
+        "seed": seed,
         "psnr": t["psnr"],
         "bpp": t["bpp"],
         "bytes": t["bytes"],
@@ -176,6 +189,7 @@ def inr_point(
         "key_clips": t["key_clips"],
         "steps": opts.effective_steps,
         "params": report["clips"][0]["params"],
+        "budget": budget,
         "clips": [{k: c.get(k) for k in CLIP_KEYS} for c in report["clips"]],
     }
 
@@ -201,22 +215,47 @@ def bd_pair(test: list[dict[str, Any]], anchor: list[dict[str, Any]], dense: boo
     return {"bd_rate_pct": rate.to_dict(), "bd_psnr_db": psnr.to_dict()}
 
 
-def same_lambda(test: list[dict[str, Any]], anchor: list[dict[str, Any]]) -> list[dict]:
-    """Point-by-point deltas at equal lambda (INR pairs). When a curve is short or not
-    monotonic (lambda barely moving the rate), a polynomial BD fit through it is fragile;
-    these deltas are the plain facts underneath."""
-    by_lam = {p["lambda"]: p for p in anchor}
+def same_point(test: list[dict[str, Any]], anchor: list[dict[str, Any]]) -> list[dict]:
+    """Point-by-point deltas at equal quality and seed (INR pairs): the plain facts under
+    any curve fit. `worse`: lower PSNR at an equal or higher rate."""
+    by_key = {(p["quality"], p["seed"]): p for p in anchor}
     out = []
     for p in test:
-        a = by_lam.get(p["lambda"])
+        a = by_key.get((p["quality"], p["seed"]))
         if a is not None:
+            d, ratio = p["psnr"] - a["psnr"], p["bpp"] / a["bpp"]
             out.append(
                 {
-                    "lambda": p["lambda"],
-                    "d_psnr_db": p["psnr"] - a["psnr"],
-                    "rate_ratio": p["bpp"] / a["bpp"],
+                    "quality": p["quality"],
+                    "seed": p["seed"],
+                    "d_psnr_db": d,
+                    "rate_ratio": ratio,
+                    "worse": d < 0 and ratio >= 1,
                 }
             )
+    return out
+
+
+def seeds_of(points: list[dict[str, Any]]) -> list[int]:
+    return sorted({p.get("seed", 0) for p in points})
+
+
+def at_seed(points: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    return [p for p in points if p.get("seed", 0) == seed]
+
+
+def _mean_bd(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-seed BD cells -> their mean (over the seeds where a value exists) and range."""
+    out: dict[str, Any] = {}
+    for metric in ("bd_rate_pct", "bd_psnr_db"):
+        vals = [c[metric]["value"] for c in cells if c[metric]["value"] is not None]
+        out[metric] = {
+            "value": float(np.mean(vals)) if vals else None,
+            "min": min(vals) if vals else None,
+            "max": max(vals) if vals else None,
+            "seeds": len(vals),
+            "per_seed": [c[metric] for c in cells],
+        }
     return out
 
 
@@ -253,15 +292,24 @@ def bd_table(results: dict[str, Any]) -> dict[str, Any]:
         curves = r["curves"]
         row = {}
         for test, anchor in PAIRS:
-            if len(curves.get(test, [])) >= 2 and len(curves.get(anchor, [])) >= 2:
-                dense = anchor not in MODES
-                cell = bd_pair(curves[test], curves[anchor], dense)
-                cell["monotonic"] = monotonic(curves[test]) and (dense or monotonic(curves[anchor]))
-                if dense:
-                    cell["pointwise"] = against_dense(curves[test], curves[anchor])
-                else:
-                    cell["same_lambda"] = same_lambda(curves[test], curves[anchor])
-                row[f"{test} vs {anchor}"] = cell
+            tc, ac = curves.get(test, []), curves.get(anchor, [])
+            dense = anchor not in MODES
+            per_seed, mono = [], True
+            for seed in seeds_of(tc):
+                t_pts = at_seed(tc, seed)
+                a_pts = ac if dense else at_seed(ac, seed)
+                if len(t_pts) >= 2 and len(a_pts) >= 2:
+                    per_seed.append(bd_pair(t_pts, a_pts, dense))
+                    mono = mono and monotonic(t_pts) and (dense or monotonic(a_pts))
+            if not per_seed:
+                continue
+            cell = _mean_bd(per_seed)
+            cell["monotonic"] = mono
+            if dense:
+                cell["pointwise"] = against_dense(tc, ac)
+            else:
+                cell["same_point"] = same_point(tc, ac)
+            row[f"{test} vs {anchor}"] = cell
         per_clip[clip] = row
     average: dict[str, Any] = {}
     pairs = {p for row in per_clip.values() for p in row}
@@ -295,9 +343,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clips", default=",".join(CLIPS), help="comma list of clip names")
     p.add_argument("--frames", type=int, default=None, help="first N frames (default 48)")
     p.add_argument("--width", type=int, default=None, help="downscale width (default 160)")
-    p.add_argument("--lambdas", default=None, help="comma list (default 5e-4,2e-3,8e-3)")
+    p.add_argument("--qualities", default=None, help="comma list (default 3,5,7)")
+    p.add_argument("--seeds", default=None, help="comma list (default 0)")
+    p.add_argument("--jobs", type=int, default=2, help="encodes at once (1 thread each)")
+    p.add_argument(
+        "--protocol",
+        choices=["cpu160", "gpu640"],
+        default="cpu160",
+        help="cpu160: 48 frames at width 160 (default); gpu640: 120 frames at 640x360, "
+        "preset long, on CUDA, one encode at a time",
+    )
     p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--preset", default="fast", choices=["fast", "medium", "slow"])
+    p.add_argument("--preset", default=None, choices=["fast", "medium", "slow", "long"])
     p.add_argument("--steps", type=int, default=None, help="I-model steps (preset default)")
     p.add_argument("--params", type=int, default=None, help="per-clip model size (preset)")
     p.add_argument("--clip-length", type=int, default=None, help="frames per clip (16)")
@@ -311,7 +368,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test: 2 lambdas, 8 frames, 64 px, 20 steps, 4-frame clips, 8000 params",
+        help="smoke test: 2 qualities, 8 frames, 64 px, 20 steps, 4-frame clips, 8000 params",
     )
     p.add_argument(
         "--threads",
@@ -333,20 +390,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     q = args.quick
-    lambdas = args.lambdas or ("2e-3,8e-3" if q else "5e-4,2e-3,8e-3")
+    gpu = args.protocol == "gpu640"
+    qualities = args.qualities or ("3,7" if q else "3,5,7")
     return Settings(
-        frames=args.frames or (8 if q else 48),
-        width=args.width or (64 if q else 160),
-        lambdas=tuple(float(x) for x in lambdas.split(",") if x),
+        frames=args.frames or (8 if q else 120 if gpu else 48),
+        width=args.width or (64 if q else 640 if gpu else 160),
+        qualities=tuple(float(x) for x in qualities.split(",") if x),
+        seeds=tuple(int(x) for x in (args.seeds or "0").split(",") if x),
         modes=tuple(m for m in args.modes.split(",") if m),
-        preset=args.preset,
+        preset=args.preset or ("long" if gpu else "fast"),
         steps=args.steps or (20 if q else None),
         # The preset's budget (1 param/pixel) is below the smallest model at 64 px.
         params=args.params or (8000 if q else None),
         clip_length=args.clip_length or (4 if q else 16),
         whole_steps=args.whole_steps,
         classic=tuple(c for c in args.classic.split(",") if c),
-        threads=args.threads,
+        threads=0 if gpu else args.threads,
+        device="cuda" if gpu else "cpu",
     )
 
 
@@ -431,65 +491,80 @@ def main(argv: list[str] | None = None) -> int:
         # The INR points were made by this earlier run (command, date, commit).
         results["machine"]["resumed_from"] = previous_machine.get("resumed_from", previous_machine)
     t_run = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-rd-") as tmpdir:
-        for clip, src in clips.items():
-            info = probe(src)
-            budget = model_budget(src, s)
-            frames = read_frames(src, frames=s.frames, width=s.width)
-            t, h, w, _ = frames.shape
-            entry: dict[str, Any] = {
-                "source": os.path.relpath(src, REPO),
-                "source_size": [info.width, info.height],
-                "frames": t,
-                "width": w,
-                "height": h,
-                "budget": budget,
-                "curves": {},
-                "classic_settings": {},
+    entries: dict[str, dict[str, Any]] = {}
+    for clip, src in clips.items():
+        info = probe(src)
+        budget = model_budget(src, s, s.qualities[len(s.qualities) // 2])
+        entries[clip] = results["clips"][clip] = {
+            "source": os.path.relpath(src, REPO),
+            "source_size": [info.width, info.height],
+            "budget_middle_quality": budget,
+            "curves": {},
+            "classic_settings": {},
+        }
+        old_curves = previous.get(clip, {}).get("curves", {})
+        for mode in s.modes:
+            entries[clip]["curves"][mode] = [
+                p
+                for p in old_curves.get(mode, [])
+                if (p.get("quality"), p.get("seed")) in set(itertools.product(s.qualities, s.seeds))
+            ]
+    todo = [
+        (clip, mode, quality, seed)
+        for clip in clips
+        for mode in s.modes
+        for quality in s.qualities
+        for seed in s.seeds
+        if not any(
+            (p["quality"], p["seed"]) == (quality, seed) for p in entries[clip]["curves"][mode]
+        )
+    ]
+    if todo and not args.no_encode:
+        _log(f"{len(todo)} encodes, {args.jobs} at a time")
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-rd-") as tmpdir,
+            ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool,
+        ):
+            jobs = {
+                pool.submit(inr_point, clips[c], m, q, sd, s, Path(tmpdir)): (c, m, q, sd)
+                for c, m, q, sd in todo
             }
-            results["clips"][clip] = entry
-            old_curves = previous.get(clip, {}).get("curves", {})
-            for mode in s.modes:
-                pts = []
-                done = {p["lambda"]: p for p in old_curves.get(mode, [])}
-                for lam in s.lambdas:
-                    if lam in done:
-                        pts.append(done[lam])
-                        continue
-                    if args.no_encode:
-                        continue
-                    _log(f"{clip} {mode} lambda={lam:g} ...")
-                    p = inr_point(src, mode, lam, s, budget, Path(tmpdir))
-                    _log(
-                        f"{clip} {mode} lambda={lam:g}: {p['psnr']:.2f} dB {p['bpp']:.4f} bpp "
-                        f"{p['seconds']:.0f} s {p['peak_rss_mb']:.0f} MB"
-                    )
-                    pts.append(p)
-                    entry["curves"][mode] = pts
-                    _save(args.out, results)
-                if pts:
-                    entry["curves"][mode] = pts
-            for name in s.classic:
-                codec = classic.CODECS[name]
-                why = classic.available(codec)
-                if why:
-                    entry["classic_settings"][codec.label] = {"skipped": why}
-                    _log(f"{clip} {codec.label}: skipped ({why})")
-                    continue
-                pts = classic.sweep(frames, codec)  # cheap: always redone, never resumed
-                entry["curves"][codec.label] = pts
-                entry["classic_settings"][codec.label] = classic.describe(codec)
-                _log(f"{clip} {codec.label}: {len(pts)} points")
+            for job in as_completed(jobs):
+                c, m, q, sd = jobs[job]
+                p = job.result()
+                entries[c]["curves"][m].append(p)
+                entries[c]["curves"][m].sort(key=lambda x: (x["seed"], x["quality"]))
+                _log(
+                    f"{c} {m} quality={q:g} seed={sd}: {p['psnr']:.2f} dB {p['bpp']:.4f} bpp "
+                    f"{p['seconds']:.0f} s {p['peak_rss_mb']:.0f} MB"
+                )
                 _save(args.out, results)
-            del frames
-            rd_plot(
-                args.out / f"rd_{clip}.png",
-                f"{clip}: {t} frames {w}x{h}, preset {s.preset}",
-                entry["curves"],
-                note=f"whole: {budget['whole_params_actual']} params "
-                f"(= {budget['clips']} clips x {budget['per_clip_params']}); "
-                "x26x yuv444p, RGB PSNR",
-            )
+    for clip, src in clips.items():
+        entry = entries[clip]
+        frames = read_frames(src, frames=s.frames, width=s.width)
+        t, h, w, _ = frames.shape
+        entry.update(frames=t, width=w, height=h)
+        for name in s.classic:
+            codec = classic.CODECS[name]
+            why = classic.available(codec)
+            if why:
+                entry["classic_settings"][codec.label] = {"skipped": why}
+                _log(f"{clip} {codec.label}: skipped ({why})")
+                continue
+            pts = classic.sweep(frames, codec)  # cheap: always redone, never resumed
+            entry["curves"][codec.label] = pts
+            entry["classic_settings"][codec.label] = classic.describe(codec)
+            _log(f"{clip} {codec.label}: {len(pts)} points")
+            _save(args.out, results)
+        del frames
+        seed0 = s.seeds[0]
+        rd_plot(
+            args.out / f"rd_{clip}.png",
+            f"{clip}: {t} frames {w}x{h}, preset {s.preset}, seed {seed0}",
+            {m: (at_seed(pts, seed0) if m in MODES else pts) for m, pts in entry["curves"].items()},
+            note=f"INR points: quality {', '.join(f'{q:g}' for q in s.qualities)}; "
+            "x26x yuv444p, RGB PSNR",
+        )
     results["bd"] = bd_table(results)
     results["seconds"] = time.perf_counter() - t_run
     _save(args.out, results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ def _fmt(v: float | None, unit: str, digits: int) -> str:
 def _cell(d: dict[str, Any]) -> str:
     r, p = d["bd_rate_pct"], d["bd_psnr_db"]
     flag = "" if d.get("monotonic", True) else " †"
-    return f"{_fmt(r['value'], ' %', 1)} / {_fmt(p['value'], ' dB', 2)}{flag}"
+    spread = ""
+    if r.get("seeds", 1) > 1 and r.get("min") is not None:
+        spread = f" [{r['min']:+.1f}..{r['max']:+.1f}]"
+    return f"{_fmt(r['value'], ' %', 1)}{spread} / {_fmt(p['value'], ' dB', 2)}{flag}"
 
 
 def render_summary(results: dict[str, Any]) -> str:
@@ -27,7 +31,8 @@ def render_summary(results: dict[str, Any]) -> str:
         f"`{m['command']}` on {m['cpu']} ({m['cpus']} CPUs), torch {m['torch']}, "
         f"{m['date'][:10]}, commit `{(m.get('git') or '?')[:12]}`. "
         f"First {s['frames']} frames at width {s['width']}, preset `{s['preset']}`, "
-        f"λ ∈ {{{', '.join(f'{x:g}' for x in s['lambdas'])}}}.",
+        f"quality ∈ {{{', '.join(f'{x:g}' for x in s['qualities'])}}}, "
+        f"seeds {{{', '.join(str(x) for x in s['seeds'])}}}, device {s.get('device', 'cpu')}.",
         "",
         *(
             [
@@ -45,9 +50,10 @@ def render_summary(results: dict[str, Any]) -> str:
         "### BD-rate / BD-PSNR of `uar` against each anchor",
         "",
         "Negative BD-rate (fewer bits at equal PSNR) and positive BD-PSNR are wins for `uar`. "
-        "n/a: the curves do not overlap (reason in rd.json). †: an INR curve in the pair is "
-        "not monotonic (λ barely moves the rate, so its 3 points are a noisy cluster); the "
-        "polynomial fit is then unreliable: read the equal-λ and pointwise tables below.",
+        "Computed per seed (one curve per seed across the qualities) and averaged; with "
+        "several seeds the range follows in brackets. n/a: the curves do not overlap "
+        "(reason in rd.json). †: an INR curve in the pair is not monotonic; the polynomial "
+        "fit is then unreliable: read the point tables below.",
         "",
     ]
     if pairs:
@@ -95,46 +101,51 @@ def render_summary(results: dict[str, Any]) -> str:
         (clip, pair, d)
         for clip, row in bd.get("per_clip", {}).items()
         for pair, cell in row.items()
-        for d in cell.get("same_lambda", [])
+        for d in cell.get("same_point", [])
     ]
     if same:
+        worse = [x for x in same if x[2]["worse"]]
         lines += [
             "",
-            "### `uar` against the other INR modes at equal λ",
+            "### `uar` against the other INR modes at equal quality and seed",
             "",
-            "ΔPSNR > 0 and rate ratio < 1 favour `uar`. Plain point pairs, no curve fit.",
+            "ΔPSNR > 0 and rate ratio < 1 favour `uar`; **worse** marks a point where `uar` "
+            f"has lower PSNR at an equal or higher rate ({len(worse)} of {len(same)} points).",
             "",
-            "| clip | pair | λ | ΔPSNR dB | rate ratio |",
-            "|---|---|---|---|---|",
+            "| clip | pair | quality | seed | ΔPSNR dB | rate ratio | |",
+            "|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {clip} | {pair} | {d['lambda']:g} | {d['d_psnr_db']:+.2f} | {d['rate_ratio']:.3f} |"
+            f"| {clip} | {pair} | {d['quality']:g} | {d['seed']} | {d['d_psnr_db']:+.2f} | "
+            f"{d['rate_ratio']:.3f} | {'**worse**' if d['worse'] else ''} |"
             for clip, pair, d in same
         ]
+    lines += _knob_and_spread(results)
     lines += [
         "",
         "### INR points",
         "",
-        "| clip | size | mode | λ | PSNR dB | bpp | I/P clips | params/model | s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| clip | size | mode | quality | seed | PSNR dB | bpp | I/P clips | params/model | s "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for clip, c in results["clips"].items():
-        size = f"{c['frames']}×{c['width']}×{c['height']}"
+        size = f"{c.get('frames')}×{c.get('width')}×{c.get('height')}"
         for mode, pts in c["curves"].items():
-            if pts and "lambda" not in pts[0]:
+            if not pts or "quality" not in pts[0]:
                 continue
             for p in pts:
                 n = len(p["clips"])
                 lines.append(
-                    f"| {clip} | {size} | {mode} | {p['lambda']:g} | {p['psnr']:.2f} | "
-                    f"{p['bpp']:.4f} | {p['key_clips']}/{n - p['key_clips']} | {p['params']} | "
-                    f"{p['seconds']:.0f} | {p['peak_rss_mb']:.0f} |"
+                    f"| {clip} | {size} | {mode} | {p['quality']:g} | {p['seed']} | "
+                    f"{p['psnr']:.2f} | {p['bpp']:.4f} | {p['key_clips']}/{n - p['key_clips']} "
+                    f"| {p['params']} | {p['seconds']:.0f} | {p['peak_rss_mb']:.0f} |"
                 )
     lines += ["", "### Classic codecs (points used: see rd.json)", ""]
     lines += ["| clip | codec | PSNR range dB | bpp range | points |", "|---|---|---|---|---|"]
     for clip, c in results["clips"].items():
         for name, pts in c["curves"].items():
-            if not pts or "lambda" in pts[0]:
+            if not pts or "quality" in pts[0]:
                 continue
             q = [p["psnr"] for p in pts]
             r = [p["bpp"] for p in pts]
@@ -144,6 +155,39 @@ def render_summary(results: dict[str, Any]) -> str:
             )
     lines.append("")
     return "\n".join(lines)
+
+
+def _knob_and_spread(results: dict[str, Any]) -> list[str]:
+    """The rate knob's span (bpp at the highest over the lowest quality, seed means) and
+    whether PSNR rises with quality; the seed-to-seed PSNR spread at each setting."""
+    knob = [
+        "",
+        "### The rate knob and seed-to-seed spread",
+        "",
+        "span: mean bpp at the highest quality / at the lowest; monotone: mean PSNR rises "
+        "with quality; spread: max - min PSNR over the seeds at one quality.",
+        "",
+        "| clip | mode | span | monotone | spread per quality (dB) |",
+        "|---|---|---|---|---|",
+    ]
+    for clip, c in results["clips"].items():
+        for mode, pts in c["curves"].items():
+            if not pts or "quality" not in pts[0]:
+                continue
+            qs = sorted({p["quality"] for p in pts})
+            by_q = {q: [p for p in pts if p["quality"] == q] for q in qs}
+            rate = [sum(p["bpp"] for p in by_q[q]) / len(by_q[q]) for q in qs]
+            psnr = [sum(p["psnr"] for p in by_q[q]) / len(by_q[q]) for q in qs]
+            mono = all(b > a for a, b in itertools.pairwise(psnr))
+            spread = ", ".join(
+                f"q{q:g}: {max(p['psnr'] for p in by_q[q]) - min(p['psnr'] for p in by_q[q]):.2f}"
+                for q in qs
+            )
+            knob.append(
+                f"| {clip} | {mode} | {rate[-1] / rate[0]:.2f}x | {'yes' if mono else 'no'} "
+                f"| {spread} |"
+            )
+    return knob
 
 
 def _pair_order(pair: str) -> tuple[int, str]:

@@ -7,10 +7,7 @@ The corpus is built here with PyAV (no binaries in the repository).
 
 from __future__ import annotations
 
-import os
-import select
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,28 +17,14 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.fixtures.media import make_video
+from tests.fixtures.media import grey_h264, make_video
+from tests.fixtures.raw_http import read_reply, send_chunks_until_reply
 from tests.fixtures.servers import Processes, free_port, service_cmd, wait_http
 
 pytestmark = pytest.mark.e2e
 LIMIT = 2 * 1024 * 1024
 MAX_FRAMES = 50
 MAX_PIXELS = 1920 * 1080
-
-
-def _h264(path: Path, frames: int, w: int, h: int, fmt: str = "mp4") -> Path:
-    """Solid grey H.264: a few bytes a frame, whatever the size (bomb material)."""
-    with av.open(str(path), "w", format=fmt) as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"preset": "ultrafast", "crf": "40"}
-        img = np.full((h, w, 3), 128, np.uint8)
-        for _ in range(frames):
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 def _audio_only(path: Path) -> Path:
@@ -100,7 +83,7 @@ CORPUS: dict[str, tuple[Callable[[Path], Path], int, str, str]] = {
     ),
     "truncated-mp4": (
         lambda p: (
-            p.write_bytes(_h264(p.with_suffix(".full.mp4"), 40, 320, 240).read_bytes()[:700]),
+            p.write_bytes(grey_h264(p.with_suffix(".full.mp4"), 40, 320, 240).read_bytes()[:700]),
             p,
         )[1],
         422,
@@ -114,13 +97,13 @@ CORPUS: dict[str, tuple[Callable[[Path], Path], int, str, str]] = {
     # pixel-bomb below is the one that reaches max_pixels.
     "y4m-16384": (_y4m_huge, 422, "invalid-video", "y4m-16384.bin: "),
     "frame-bomb": (
-        lambda p: _h264(p, 400, 64, 48),
+        lambda p: grey_h264(p, 400, 64, 48),
         422,
         "too-many-frames",
         f"exceed the limit of {MAX_FRAMES}",
     ),
     "pixel-bomb": (
-        lambda p: _h264(p, 2, 4096, 2304, "matroska"),
+        lambda p: grey_h264(p, 2, 4096, 2304, "matroska"),
         422,
         "invalid-video",
         f"exceeds the limit of {MAX_PIXELS} pixels",
@@ -146,32 +129,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, psutil.Process, 
         yield f"http://127.0.0.1:{port}", psutil.Process(proc.pid), tmp / "data"
     finally:
         procs.stop_all()
-
-
-def _read_reply(s: socket.socket, first: bytes = b"") -> bytes:
-    """Headers and body of one HTTP reply (until the body is complete or EOF)."""
-    buf = first
-    s.settimeout(10)
-    while True:
-        head, sep, body = buf.partition(b"\r\n\r\n")
-        if sep:
-            length = next(
-                (
-                    int(ln.split(b":")[1])
-                    for ln in head.split(b"\r\n")
-                    if ln.lower().startswith(b"content-length")
-                ),
-                0,
-            )
-            if len(body) >= length:
-                return buf
-        try:
-            more = s.recv(65536)
-        except (TimeoutError, ConnectionResetError):
-            return buf
-        if not more:
-            return buf
-        buf += more
 
 
 ACCEPTED: set[str] = set()  # ids of the valid uploads these tests made (then deleted)
@@ -243,19 +200,8 @@ def test_over_limit_stops_reading_early(api: tuple[str, psutil.Process, Path]) -
         b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
     )
-    piece = os.urandom(64 * 1024)
-    sent, total, reply = 0, 200 * 1024 * 1024, b""
-    t0 = time.monotonic()
-    try:
-        while sent < total and time.monotonic() - t0 < 60:
-            if select.select([s], [], [], 0)[0]:
-                reply = s.recv(65536)
-                break
-            s.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
-            sent += len(piece)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    reply = _read_reply(s, reply)
+    sent, reply = send_chunks_until_reply(s, 200 * 1024 * 1024)
+    reply = read_reply(s, reply)
     s.close()
     print(f"\nover-limit upload: server answered after {sent / 2**20:.1f} MiB sent (limit 2 MiB)")
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
@@ -276,7 +222,7 @@ def test_declared_length_over_limit_refused_before_reading(
             b"Content-Type: application/octet-stream\r\n"
             b"Content-Length: 10000000000\r\n\r\n"
         )
-        reply = _read_reply(s)
+        reply = read_reply(s)
     assert reply.startswith(b"HTTP/1.1 413") and b"upload-too-large" in reply
     _nothing_left(base, data)
 

@@ -293,7 +293,9 @@ def test_s3_frozen_mid_job(rig: Rig, source: Path) -> None:
             assert first_s < 25, first_s  # bounded by the API's fail-fast S3 client
             t0 = time.monotonic()
             assert_503(client.get(f"/v1/jobs/{job}/clips/0"))
-            assert time.monotonic() - t0 < 1.0  # the breaker answers at once
+            # The breaker answers at once: not after the store client's timeouts (the
+            # first request's bound above); the slack is for a loaded 2-core machine.
+            assert time.monotonic() - t0 < 3.0
             body = assert_503(client.get("/readyz", timeout=30))
             assert body["checks"]["store"].startswith("unavailable"), body
             time.sleep(4)

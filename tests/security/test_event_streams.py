@@ -138,8 +138,10 @@ def test_50_streams_leave_other_tenants_fast(
             f"\n50 event streams on a 4000-clip job: other tenant's status p50 "
             f"{p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms"
         )
-        # The median is the claim (before the shared per-job status it was 1.8 s); the
-        # tail only has to stay bounded, since any other load on a 2-core machine lands
-        # in it (a benchmark running beside this test put p99 at 0.86 s, p50 at 2 ms).
+        # Before the shared per-job status this tail was 3.9 s (p50 3.6 ms): the polls that
+        # queued behind 50 whole-status rebuilds. The bound sits well under that but over
+        # what other load on a 2-core machine adds (a real-time-priority benchmark beside
+        # this test put p99 at 0.86 s); the figure itself is printed above and reported
+        # in docs/reliability.md (p99 3-6 ms on a quiet machine).
         assert p50 < 0.100, (p50, p99)
-        assert p99 < 2.0, (p50, p99)
+        assert p99 < 1.5, (p50, p99)
